@@ -1,0 +1,3 @@
+"""dreamsolo: single-image scene + instance personalization of Stable Diffusion."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,327 @@
+"""Typed, frozen params sections. Unknown keys and bad values stop with a message naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dreamsolo.paths import check_id
+
+CATEGORIES = ("object", "animal", "human")
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem; the message names the key."""
+
+
+def _suggest(key: str, options: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_type(where: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_type(where, value, arg)
+            except ParamsError:
+                continue
+        raise ParamsError(f"{where}: expected {hint}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            options = ", ".join(map(str, typing.get_args(hint)))
+            raise ParamsError(f"{where}: {value!r} is not one of: {options}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ParamsError(f"{where}: expected a list, got {value!r}")
+        (inner,) = typing.get_args(hint)[:1]
+        return tuple(_check_type(f"{where}[{i}]", v, inner) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint in (str, bool) and not isinstance(value, hint):
+        raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r}")
+    return value
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Make a frozen dataclass from a mapping: every key known, every value of its type, defaults kept."""
+    if not isinstance(data, dict):
+        raise ParamsError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ParamsError(f"{where}.{key}: unknown key{_suggest(key, fields)}")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            values[name] = _check_type(f"{where}.{name}", data[name], hints[name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ParamsError(f"{where}.{name}: missing required key")
+    obj = cls(**values)
+    check = getattr(obj, "validate", None)
+    if check:
+        check(where)
+    return obj
+
+
+def positive(where: str, **values: float | int | None) -> None:
+    for key, v in values.items():
+        if v is not None and v <= 0:
+            raise ParamsError(f"{where}.{key}: must be > 0, got {v}")
+
+
+def non_negative(where: str, **values: float | int | None) -> None:
+    for key, v in values.items():
+        if v is not None and v < 0:
+            raise ParamsError(f"{where}.{key}: must be >= 0, got {v}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    source: str
+    revision: str | None = None
+    resolution: int = 512
+    seed: int = 0
+    train_steps: int | None = None
+
+    def validate(self, where: str) -> None:
+        positive(where, resolution=self.resolution, train_steps=self.train_steps)
+        if self.resolution % 8:
+            raise ParamsError(f"{where}.resolution: must be a multiple of 8, got {self.resolution}")
+
+
+@dataclass(frozen=True)
+class Prompts:
+    scene_token: str
+    instance_token: str
+    recontext: tuple[str, ...] = ()
+
+    def validate(self, where: str) -> None:
+        for key in ("scene_token", "instance_token"):
+            tok = getattr(self, key)
+            if not tok.isalnum():
+                raise ParamsError(f"{where}.{key}: {tok!r} must be a single alphanumeric word")
+        if self.scene_token == self.instance_token:
+            raise ParamsError(f"{where}: scene_token and instance_token must differ")
+        for i, p in enumerate(self.recontext):
+            if "{instance}" not in p:
+                raise ParamsError(f"{where}.recontext[{i}]: {p!r} has no {{instance}} placeholder")
+
+
+@dataclass(frozen=True)
+class Pair:
+    category: Literal["object", "animal", "human"]
+    scene_class: str
+    instance_class: str
+    train_scene: dict = field(default_factory=dict)
+    train_instance: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepare:
+    crop: Literal["center", "none"] = "center"
+    min_size: int = 64
+
+    def validate(self, where: str) -> None:
+        positive(where, min_size=self.min_size)
+
+
+@dataclass(frozen=True)
+class Priors:
+    num_images: int = 8
+    steps: int = 20
+    guidance_scale: float = 7.5
+    batch_size: int = 8
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        positive(where, num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
+        non_negative(where, guidance_scale=self.guidance_scale)
+
+
+@dataclass(frozen=True)
+class Train:
+    """One training stage's settings after merging: train <- train_<stage> <- by_category <- pair."""
+
+    steps: int
+    lr: float
+    prior_weight: float = 1.0
+    replay_weight: float = 0.0
+    seed: int = 0
+    batch_size: int = 1
+    grad_accum: int = 1
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant_with_warmup"
+    warmup_steps: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 0.01
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float | None = 1.0
+    log_every: int = 5
+
+    def validate(self, where: str) -> None:
+        positive(where, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
+                 grad_accum=self.grad_accum, log_every=self.log_every,
+                 adam_epsilon=self.adam_epsilon, max_grad_norm=self.max_grad_norm)
+        non_negative(where, prior_weight=self.prior_weight, replay_weight=self.replay_weight,
+                     warmup_steps=self.warmup_steps, adam_weight_decay=self.adam_weight_decay)
+        for key in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ParamsError(f"{where}.{key}: must be in [0, 1), got {getattr(self, key)}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    num_images: int = 4
+    steps: int = 20
+    guidance_scale: float = 7.5
+    batch_size: int = 8
+    seed: int = 0
+
+    def validate(self, where: str) -> None:
+        positive(where, num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
+        non_negative(where, guidance_scale=self.guidance_scale)
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = "openai"
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+    lpips_pretrained: bool = True
+    batch_size: int = 16
+
+    @property
+    def pretrained(self) -> bool:
+        """False when any evaluator is randomly initialised: its numbers are not meaningful."""
+        return self.clip_pretrained is not None and self.lpips_pretrained
+
+    def validate(self, where: str) -> None:
+        positive(where, batch_size=self.batch_size)
+
+
+STAGE_KEYS = ("train_scene", "train_instance")
+TOP_KEYS = ("model", "presets", "prompts", "classes", "pairs", "prepare", "priors", "train",
+            *STAGE_KEYS, "sample", "evaluate")
+
+
+@dataclass(frozen=True)
+class Study:
+    root: Path
+    preset_name: str
+    preset: Preset
+    prompts: Prompts
+    classes: dict[str, str]
+    pairs: dict[str, Pair]
+    prepare: Prepare
+    priors: Priors
+    sample: Sample
+    evaluate: Evaluate
+    raw: dict
+
+    def pair(self, pair_id: str) -> Pair:
+        if pair_id not in self.pairs:
+            raise ParamsError(f"pairs.{pair_id}: no such pair{_suggest(pair_id, self.pairs)}")
+        return self.pairs[pair_id]
+
+    def class_noun(self, class_id: str) -> str:
+        if class_id not in self.classes:
+            raise ParamsError(f"classes.{class_id}: no such class{_suggest(class_id, self.classes)}")
+        return self.classes[class_id]
+
+    def train(self, pair_id: str, stage: Literal["train_scene", "train_instance"]) -> Train:
+        """Merge train <- train_<stage> <- by_category[category] <- pairs.<id>.<stage>."""
+        pair = self.pair(pair_id)
+        section = dict(self.raw[stage])
+        by_cat = section.pop("by_category", {}) or {}
+        if not isinstance(by_cat, dict):
+            raise ParamsError(f"{stage}.by_category: expected a mapping of category -> overrides")
+        for cat in by_cat:
+            if cat not in CATEGORIES:
+                raise ParamsError(f"{stage}.by_category.{cat}: unknown category{_suggest(cat, CATEGORIES)}")
+        merged = {**(self.raw.get("train") or {}), **section, **(by_cat.get(pair.category) or {}),
+                  **getattr(pair, stage)}
+        if stage == "train_scene" and "replay_weight" in merged:
+            raise ParamsError(f"{stage}.replay_weight: scene replay only exists in train_instance")
+        where = f"{stage} (pair {pair_id}, category {pair.category})"
+        cfg = build(Train, merged, where)
+        cap = self.preset.train_steps
+        if cap is not None and cfg.steps > cap:
+            cfg = dataclasses.replace(cfg, steps=cap)
+        return cfg
+
+
+def load_study(root: Path, params_file: str = "params.yaml") -> Study:
+    path = root / params_file
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ParamsError(f"{key}: unknown params section{_suggest(key, TOP_KEYS)}")
+    for key in TOP_KEYS:
+        if key not in raw:
+            raise ParamsError(f"{key}: missing params section")
+    model = raw["model"]
+    if not isinstance(model, dict) or set(model) != {"preset"}:
+        raise ParamsError("model: expected exactly one key, `preset`")
+    presets = raw["presets"] or {}
+    name = model["preset"]
+    if name not in presets:
+        raise ParamsError(f"model.preset: unknown preset {name!r}{_suggest(str(name), presets)} "
+                          f"(known: {', '.join(presets)})")
+    classes = raw["classes"] or {}
+    for cid, noun in classes.items():
+        check_id("class", cid)
+        if not isinstance(noun, str) or not noun.strip():
+            raise ParamsError(f"classes.{cid}: expected a class noun, got {noun!r}")
+    pairs = {}
+    for pid, entry in (raw["pairs"] or {}).items():
+        check_id("pair", pid)
+        pair = build(Pair, entry, f"pairs.{pid}")
+        for key in ("scene_class", "instance_class"):
+            cid = getattr(pair, key)
+            if cid not in classes:
+                raise ParamsError(f"pairs.{pid}.{key}: {cid!r} is not a key of `classes`{_suggest(cid, classes)}")
+        pairs[pid] = pair
+    if not pairs:
+        raise ParamsError("pairs: the study needs at least one pair")
+    study = Study(
+        root=root, preset_name=name, preset=build(Preset, presets[name], f"presets.{name}"),
+        prompts=build(Prompts, raw["prompts"], "prompts"), classes=dict(classes), pairs=pairs,
+        prepare=build(Prepare, raw["prepare"], "prepare"), priors=build(Priors, raw["priors"], "priors"),
+        sample=build(Sample, raw["sample"], "sample"), evaluate=build(Evaluate, raw["evaluate"], "evaluate"),
+        raw=raw,
+    )
+    for pid in pairs:  # fail on a bad train key now, not halfway through the study
+        for stage in STAGE_KEYS:
+            study.train(pid, stage)
+    return study

@@ -181,10 +181,13 @@ class Train:
     adam_epsilon: float = 1e-8
     max_grad_norm: float | None = 1.0
     log_every: int = 5
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
 
     def validate(self, where: str) -> None:
         positive(where, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
                  grad_accum=self.grad_accum, log_every=self.log_every,
+                 checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
                  adam_epsilon=self.adam_epsilon, max_grad_norm=self.max_grad_norm)
         non_negative(where, prior_weight=self.prior_weight, replay_weight=self.replay_weight,
                      warmup_steps=self.warmup_steps, adam_weight_decay=self.adam_weight_decay)
@@ -212,15 +215,20 @@ class Evaluate:
     clip_pretrained: str | None = "openai"
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
     lpips_pretrained: bool = True
+    dino_model: str = "vit_small_patch16_224.dino"
+    dino_pretrained: bool | str = True  # True = timm hub weights, a str = local weights file, False = random
     batch_size: int = 16
 
     @property
     def pretrained(self) -> bool:
         """False when any evaluator is randomly initialised: its numbers are not meaningful."""
-        return self.clip_pretrained is not None and self.lpips_pretrained
+        return self.clip_pretrained is not None and self.lpips_pretrained and self.dino_pretrained is not False
 
     def validate(self, where: str) -> None:
         positive(where, batch_size=self.batch_size)
+        for key in ("clip_pretrained", "dino_pretrained"):
+            if getattr(self, key) == "":
+                raise ParamsError(f"{where}.{key}: empty string; use null / false for random init")
 
 
 STAGE_KEYS = ("train_scene", "train_instance")
@@ -255,15 +263,27 @@ class Study:
     def train(self, pair_id: str, stage: Literal["train_scene", "train_instance"]) -> Train:
         """Merge train <- train_<stage> <- by_category[category] <- pairs.<id>.<stage>."""
         pair = self.pair(pair_id)
-        section = dict(self.raw[stage])
-        by_cat = section.pop("by_category", {}) or {}
+        section = self.raw[stage]
+        if not isinstance(section, dict) or set(section) != {"defaults", "by_category"}:
+            raise ParamsError(f"{stage}: expected exactly two keys, `defaults` and `by_category`")
+        by_cat = section["by_category"] or {}
         if not isinstance(by_cat, dict):
             raise ParamsError(f"{stage}.by_category: expected a mapping of category -> overrides")
         for cat in by_cat:
             if cat not in CATEGORIES:
                 raise ParamsError(f"{stage}.by_category.{cat}: unknown category{_suggest(cat, CATEGORIES)}")
-        merged = {**(self.raw.get("train") or {}), **section, **(by_cat.get(pair.category) or {}),
-                  **getattr(pair, stage)}
+        layers = [("train", self.raw.get("train") or {}), (f"{stage}.defaults", section["defaults"] or {}),
+                  (f"{stage}.by_category.{pair.category}", by_cat.get(pair.category) or {}),
+                  (f"pairs.{pair_id}.{stage}", getattr(pair, stage))]
+        known = [f.name for f in dataclasses.fields(Train)]
+        merged: dict = {}
+        for where_layer, layer in layers:
+            if not isinstance(layer, dict):
+                raise ParamsError(f"{where_layer}: expected a mapping, got {layer!r}")
+            for key in layer:
+                if key not in known:
+                    raise ParamsError(f"{where_layer}.{key}: unknown key{_suggest(key, known)}")
+            merged.update(layer)
         if stage == "train_scene" and "replay_weight" in merged:
             raise ParamsError(f"{stage}.replay_weight: scene replay only exists in train_instance")
         where = f"{stage} (pair {pair_id}, category {pair.category})"

@@ -17,6 +17,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary sibling of `final`; on success it replaces `final`, on error it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp is owner-only; outputs are meant to be shared
     try:
         yield tmp
     except BaseException:
@@ -38,6 +39,7 @@ def atomic_file(final: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o644)
     try:
         yield tmp
         os.replace(tmp, final)
@@ -57,9 +59,3 @@ def _plain(obj: Any) -> Any:
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
-
-def clean_stale(parent: Path) -> None:
-    """Remove temporaries a killed run left next to its outputs."""
-    if parent.is_dir():
-        for p in parent.glob(".*.tmp-*"):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)

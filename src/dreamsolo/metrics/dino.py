@@ -1,0 +1,74 @@
+"""DINO evaluator (timm ViT): L2-normalised CLS embeddings and the DINO subject-fidelity score.
+
+DreamBooth's DINO metric uses the self-supervised ViT-S/16 (`vit_small_patch16_224.dino`) because,
+unlike CLIP, it tells apart two instances of one class. Weights come from the timm hub, from a local
+file (timm's `pretrained_cfg_overlay=dict(file=...)`, the same loader with its checkpoint filters),
+or nowhere (random init for offline runs, where the numbers mean nothing anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from dreamsolo.metrics.common import embed_images, mean_cosine, seeded
+
+RANDOM_IMAGE_SIZE = 64
+"""Input size of a randomly initialised DINO: a random ViT-S at its native 224 px costs ~12x the
+compute for numbers that mean nothing; 64 px (4x4 patches) keeps offline runs fast. Pretrained
+models always run at their native size, so real numbers compare with the literature."""
+
+
+@dataclass
+class DinoEvaluator:
+    model: Any  # timm VisionTransformer with num_classes=0: forward() returns the normed CLS token
+    preprocess: Callable[[Image.Image], torch.Tensor]
+    device: torch.device
+    name: str
+    pretrained: bool
+
+    def image_embeddings(self, images: Sequence[Image.Image], batch_size: int = 16) -> torch.Tensor:
+        """(N, D) L2-normalised CLS embeddings, on the CPU."""
+        return embed_images(self.model, self.preprocess, images, batch_size, self.device)
+
+
+def _create(name: str, pretrained: bool | str) -> Any:
+    import timm
+
+    if pretrained is False:
+        with seeded():
+            return timm.create_model(name, pretrained=False, num_classes=0, img_size=RANDOM_IMAGE_SIZE)
+    # num_classes=0 in the overlay matches the headless model, so timm loads strictly:
+    # a file that does not fit fails loudly instead of leaving layers at random init
+    overlay = {"num_classes": 0}
+    if isinstance(pretrained, str):
+        overlay["file"] = pretrained
+    return timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
+
+
+def _preprocess(model: Any) -> Callable[[Image.Image], torch.Tensor]:
+    """timm's eval transform for the model (resize, center crop, ImageNet normalisation), at the size
+    the model was built for: timm's data config keeps the tag's 224 px even when img_size changes."""
+    import timm
+
+    cfg = timm.data.resolve_model_data_config(model)
+    cfg["input_size"] = (3, *model.patch_embed.img_size)
+    return timm.data.create_transform(**cfg, is_training=False)
+
+
+def load_dino(name: str, pretrained: bool | str, device: str | torch.device = "cpu") -> DinoEvaluator:
+    """A timm ViT; `pretrained`: True = hub weights of `name`, a str = local weights file, False = random."""
+    if isinstance(pretrained, str) and not pretrained:
+        raise ValueError("dino pretrained: empty path (use false for random init)")
+    model = _create(name, pretrained).to(device).eval()
+    return DinoEvaluator(model=model, preprocess=_preprocess(model), device=torch.device(device),
+                         name=name, pretrained=pretrained is not False)
+
+
+def dino_score(sample_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:
+    """(N,) DINO: mean cosine of each sample to the reference instance embeddings (R, D)."""
+    return mean_cosine(sample_emb, ref_emb)

@@ -1,0 +1,49 @@
+"""The evaluate stage's models, loaded once per pair, and whether their numbers mean anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from dreamsolo.config import Evaluate
+from dreamsolo.metrics import NOT_PRETRAINED_WARNING
+from dreamsolo.metrics.clip import ClipEvaluator, load_clip
+from dreamsolo.metrics.dino import DinoEvaluator, load_dino
+from dreamsolo.metrics.lpips_metric import LpipsEvaluator, load_lpips
+
+
+@dataclass
+class Evaluators:
+    clip: ClipEvaluator
+    lpips: LpipsEvaluator
+    dino: DinoEvaluator
+    # derived from the three models, never passed in, so a report cannot claim more than was loaded
+    pretrained: bool = field(init=False)
+    warning: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pretrained = self.clip.pretrained and self.lpips.pretrained and self.dino.pretrained
+        self.warning = None if self.pretrained else NOT_PRETRAINED_WARNING
+
+
+def _weights(value: str, root: Path | None) -> str:
+    """A weights file named relative to the study root, if it is one there; else the value unchanged
+    (an open_clip tag, or a path open_clip / timm resolve themselves)."""
+    if root is not None and not Path(value).is_absolute() and (root / value).is_file():
+        return str(root / value)
+    return value
+
+
+def load_evaluators(cfg: Evaluate, device: str | torch.device = "cpu",
+                    root: Path | None = None) -> Evaluators:
+    """CLIP, LPIPS and DINO as `cfg` says; relative weights-file paths resolve against `root`."""
+    clip_weights = None if cfg.clip_pretrained is None else _weights(cfg.clip_pretrained, root)
+    dino_weights = _weights(cfg.dino_pretrained, root) if isinstance(cfg.dino_pretrained, str) \
+        else cfg.dino_pretrained
+    return Evaluators(
+        clip=load_clip(cfg.clip_model, clip_weights, device),
+        lpips=load_lpips(cfg.lpips_net, cfg.lpips_pretrained, device),
+        dino=load_dino(cfg.dino_model, dino_weights, device),
+    )

@@ -1,0 +1,95 @@
+"""LPIPS evaluator with cached feature maps, so a reference image goes through the network once.
+
+`lpips.LPIPS.forward(a, b)` runs the trunk on both inputs on every call; scoring N samples against
+one reference that way embeds the reference N times. Here the forward pass is split in two halves
+that reproduce it exactly: `features` (scaling layer, trunk, channel-unit normalisation) and
+`distance` (squared difference, learned 1x1 linear layers, spatial mean, sum over layers).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dreamsolo.metrics.common import batched, rgb, seeded
+
+Features = list[torch.Tensor]
+"""One normalised feature map (N, C_l, H_l, W_l) per trunk layer."""
+
+
+def to_lpips_tensor(images: Sequence[Image.Image], size: tuple[int, int] | None = None) -> torch.Tensor:
+    """(N, 3, H, W) in [-1, 1], the range LPIPS expects; images not of `size` are resized (bicubic)."""
+    arrays = []
+    for im in images:
+        im = rgb(im)
+        if size is not None and im.size != size:
+            im = im.resize(size, Image.Resampling.BICUBIC)
+        arrays.append(np.asarray(im, dtype=np.float32))
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    return x / 127.5 - 1.0
+
+
+@dataclass
+class LpipsEvaluator:
+    model: Any  # lpips.LPIPS (lpips=True, spatial=False), in eval mode
+    device: torch.device
+    net: str
+    pretrained: bool
+
+    @torch.inference_mode()
+    def features(self, x: torch.Tensor) -> Features:
+        """Normalised trunk features of a [-1, 1] batch (first half of LPIPS.forward)."""
+        import lpips
+
+        outs = self.model.net.forward(self.model.scaling_layer(x.to(self.device)))
+        return [lpips.normalize_tensor(o) for o in outs]
+
+    @torch.inference_mode()
+    def distance(self, a: Features, b: Features) -> torch.Tensor:
+        """(N,) LPIPS between feature sets (second half of LPIPS.forward); a (1, ...) side broadcasts."""
+        total = 0
+        for lin, fa, fb in zip(self.model.lins, a, b):
+            total = total + lin((fa - fb) ** 2).mean(dim=(2, 3))
+        return total.flatten().float().cpu()
+
+    def distances_to(self, images: Sequence[Image.Image], refs: Sequence[Features],
+                     size: tuple[int, int], batch_size: int = 16) -> list[torch.Tensor]:
+        """One (N,) LPIPS vector per reference, from reference features computed beforehand;
+        each image goes through the trunk once whatever the number of references."""
+        per_ref: list[list[torch.Tensor]] = [[] for _ in refs]
+        for chunk in batched(images, batch_size):
+            feats = self.features(to_lpips_tensor(chunk, size))
+            for out, ref in zip(per_ref, refs):
+                out.append(self.distance(feats, ref))
+        return [torch.cat(out) for out in per_ref]
+
+    def mean_pairwise(self, images: Sequence[Image.Image], size: tuple[int, int],
+                      batch_size: int = 16) -> float:
+        """Mean LPIPS over all unordered pairs of `images` (each embedded once); NaN for < 2 images."""
+        if len(images) < 2:
+            return float("nan")
+        feats = [self.features(to_lpips_tensor(chunk, size)) for chunk in batched(images, batch_size)]
+        layers = [torch.cat(per_layer) for per_layer in zip(*feats)]
+        i, j = torch.triu_indices(len(images), len(images), offset=1)
+        dists = [self.distance([f[ii] for f in layers], [f[jj] for f in layers])
+                 for ii, jj in zip(i.split(batch_size), j.split(batch_size))]
+        return torch.cat(dists).mean().item()
+
+
+def load_lpips(net: str, pretrained: bool, device: str | torch.device = "cpu") -> LpipsEvaluator:
+    """LPIPS with its shipped (human-calibrated) linear layers; `pretrained` picks the ImageNet trunk
+    (torchvision download) over a randomly initialised one (seeded, for offline runs)."""
+    import lpips
+
+    with seeded(), warnings.catch_warnings():
+        # lpips still passes torchvision's deprecated `pretrained=` argument
+        warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained, verbose=False)
+    model = model.to(device).eval()
+    return LpipsEvaluator(model=model, device=torch.device(device), net=net, pretrained=pretrained)

@@ -1,0 +1,1 @@
+"""Base models: the tiny preset built locally, hub / folder / single-file models loaded alike."""

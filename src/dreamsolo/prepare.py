@@ -1,0 +1,20 @@
+"""The `prepare` stage: check the pair folders against params, then write the prepared photos."""
+
+from __future__ import annotations
+
+from dreamsolo.config import Study
+from dreamsolo.images import check_pair_folders, prepare_pair
+
+
+def prepare_stage(study: Study, pair_id: str | None) -> None:
+    from dreamsolo import tracking
+
+    assert pair_id is not None
+    pair = study.pair(pair_id)
+    check_pair_folders(study.root / "data" / "pairs", study.pairs)
+    params = {"pair": pair_id, "category": pair.category, "resolution": study.preset.resolution,
+              "crop": study.prepare.crop, "min_size": study.prepare.min_size}
+    with tracking.stage_run(study.root, "prepare", params, pair=pair_id) as run:
+        out = prepare_pair(study.root, pair_id, study.preset.resolution, study.prepare.crop,
+                           study.prepare.min_size)
+        run.artifact(out)

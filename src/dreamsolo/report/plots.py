@@ -1,0 +1,194 @@
+"""Report plots (PNG): metric bars, loss curves, metric by prompt kind, per-pair sample grids.
+
+Figures are drawn with matplotlib's Agg canvas directly (no pyplot, no global backend switch);
+sample grids are composed with Pillow, which is much faster for dozens of thumbnails.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
+
+from dreamsolo.io import atomic_file
+from dreamsolo.report.tables import LABELS, METRICS, REFERENCE, SAMPLE_METRICS
+
+CATEGORY_COLORS = {"object": "#4C72B0", "animal": "#DD8452", "human": "#55A868"}
+STAGE_COLORS = {"scene": "#4C72B0", "instance": "#C44E52"}
+WARN_RED = "#c62828"
+
+
+def metric_bars(per_pair: pd.DataFrame, path: Path, warning: str | None = None) -> Path:
+    """One subplot per metric; a bar per pair (coloured by category) with ±std error bars."""
+    fig, axes = _grid(len(METRICS), ncols=4, cell=(3.6, 3.0))
+    colors = [CATEGORY_COLORS.get(c, "#8172B3") for c in per_pair["category"]]
+    x = range(len(per_pair))
+    for ax, m in zip(axes, METRICS):
+        ax.bar(x, per_pair[f"{m}_mean"].fillna(0), yerr=per_pair[f"{m}_std"].fillna(0),
+               color=colors, capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333"})
+        if m in REFERENCE:
+            ax.axhline(REFERENCE[m], ls="--", lw=1, color="#555")
+        ax.set_title(LABELS[m], fontsize=10)
+        ax.set_xticks(list(x), per_pair["pair"], rotation=45, ha="right", fontsize=7)
+        _tidy(ax)
+    handles = [Patch(color=c, label=k) for k, c in CATEGORY_COLORS.items()]
+    handles.append(Line2D([], [], ls="--", lw=1, color="#555", label="DreamBooth (SD) reference, context"))
+    fig.legend(handles=handles, loc="lower right", bbox_to_anchor=(0.98, 0.12), fontsize=9, frameon=False)
+    return _save(fig, path, "Per-pair metrics (mean ± std over samples)", warning)
+
+
+def loss_curves(logs: dict[str, dict[str, pd.DataFrame | None]], path: Path,
+                warning: str | None = None) -> Path:
+    """Subplot per pair: Stage I (scene) then Stage II (instance) total loss on one step axis."""
+    fig, axes = _grid(max(len(logs), 1), ncols=4, cell=(3.6, 2.6))
+    for ax, (pair, stages) in zip(axes, logs.items()):
+        offset = 0.0
+        for stage in ("scene", "instance"):
+            log = stages.get(stage)
+            if log is None or log.empty:
+                ax.text(0.5, 0.5 if stage == "scene" else 0.35, f"no {stage} train_log.csv",
+                        transform=ax.transAxes, ha="center", fontsize=8, color="#777")
+                continue
+            steps = log["step"] + offset
+            ax.plot(steps, log["loss"], lw=1.2, color=STAGE_COLORS[stage])
+            if "loss_prior" in log and log["loss_prior"].notna().any():
+                ax.plot(steps, log["loss_prior"], lw=0.8, ls=":", color=STAGE_COLORS[stage])
+            offset = float(steps.max())
+            if stage == "scene":
+                ax.axvline(offset, color="#999", lw=0.8, ls="--")
+        ax.set_title(pair, fontsize=10)
+        ax.set_xlabel("optimizer step (Stage I, then II)", fontsize=7)
+        _tidy(ax)
+    handles = [Line2D([], [], color=STAGE_COLORS[s], lw=lw, ls=ls, label=f"{s} {what}")
+               for s in STAGE_COLORS for what, lw, ls in (("loss (total)", 1.2, "-"), ("prior term", 0.8, ":"))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    return _save(fig, path, "Training loss per pair (Stage I scene → Stage II instance)", warning)
+
+
+def metric_by_kind(by_kind: pd.DataFrame, path: Path, warning: str | None = None) -> Path:
+    """One subplot per per-sample metric; a bar per prompt kind (all pairs pooled), ±std."""
+    metrics = [m for m in SAMPLE_METRICS if f"{m}_mean" in by_kind.columns]
+    fig, axes = _grid(max(len(metrics), 1), ncols=len(metrics) or 1, cell=(3.2, 3.0))
+    for ax, m in zip(axes, metrics):
+        ok = by_kind[f"{m}_mean"].notna()
+        sub = by_kind[ok]
+        ax.bar(range(len(sub)), sub[f"{m}_mean"], yerr=sub[f"{m}_std"].fillna(0), capsize=3,
+               color="#8172B3", error_kw={"elinewidth": 1, "ecolor": "#333"})
+        ax.set_xticks(range(len(sub)), sub.index, rotation=45, ha="right", fontsize=7)
+        ax.set_title(LABELS[m], fontsize=10)
+        _tidy(ax)
+    return _save(fig, path, "Metrics by prompt kind (all pairs, mean ± std over samples)", warning)
+
+
+def sample_grid(images: list[list[Image.Image]], row_labels: list[str], path: Path,
+                references: list[tuple[str, Image.Image]] | None = None,
+                title: str = "", warning: str | None = None, cell: int = 96) -> Path:
+    """One PNG: references stacked on the left, then one labelled row of samples per prompt."""
+    font, bold, small = _font(13), _font(13, bold=True), _font(11)
+    pad, label_w = 8, 230
+    ref_w = cell * 2 if references else 0
+    header = 30 + (20 if warning else 0)
+    ncols = max((len(r) for r in images), default=0)
+    row_h = cell + pad
+    ref_h = sum(ref_w + 22 for _ in references or [])
+    body_h = max(len(images) * row_h, ref_h)
+    left = pad + (ref_w + 2 * pad if references else 0)
+    width = left + label_w + ncols * (cell + 2) + pad
+    canvas = Image.new("RGB", (width, header + body_h + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 6), title, fill="#222", font=_font(16, bold=True))
+    if warning:
+        draw.text((pad, 28), f"⚠ {warning}", fill=WARN_RED, font=bold)
+    y = header
+    for name, ref in references or []:
+        draw.text((pad, y), name, fill="#444", font=small)
+        canvas.paste(_thumb(ref, ref_w), (pad, y + 16))
+        y += ref_w + 22
+    if references:
+        draw.line([(left - pad, header), (left - pad, header + body_h)], fill="#ddd", width=1)
+    for r, (row, label) in enumerate(zip(images, row_labels)):
+        top = header + r * row_h
+        kind, _, prompt = label.partition(": ")
+        draw.text((left, top + 4), kind, fill="#333", font=bold)
+        lines = _wrap(prompt, small, label_w - 16)[: max(1, (cell - 22) // 15)]
+        draw.multiline_text((left, top + 22), "\n".join(lines), fill="#555", font=small, spacing=2)
+        for c, img in enumerate(row):
+            canvas.paste(_thumb(img, cell), (left + label_w + c * (cell + 2), top))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        canvas.save(tmp, format="PNG", optimize=False)
+    return path
+
+
+def read_train_log(path: Path) -> pd.DataFrame | None:
+    """reports/train/<pair>/<stage>.csv (a copy of the stage's train_log.csv), or None if absent (the plot then says so)."""
+    return pd.read_csv(path) if path.is_file() else None
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
+    """Greedy word wrap to a pixel width."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
+def _thumb(img: Image.Image, size: int) -> Image.Image:
+    img = img.convert("RGB")
+    if img.size == (size, size):
+        return img
+    # Upscaled toy images stay crisp with NEAREST; real photos downscale with a good filter.
+    resample = Image.Resampling.NEAREST if img.width < size else Image.Resampling.LANCZOS
+    return img.resize((size, size), resample)
+
+
+@lru_cache(maxsize=8)
+def _font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans shipped with matplotlib (no system font needed)."""
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    try:
+        return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+    except OSError:
+        return ImageFont.load_default()
+
+
+def _grid(n: int, ncols: int, cell: tuple[float, float]) -> tuple[Figure, list[Axes]]:
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(cell[0] * ncols, cell[1] * nrows + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = list(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _tidy(ax: Axes) -> None:
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.tick_params(labelsize=7)
+    ax.grid(axis="y", color="#eee", lw=0.8)
+    ax.set_axisbelow(True)
+
+
+def _save(fig: Figure, path: Path, title: str, warning: str | None) -> Path:
+    """Title on top; the warning (if any) in red right under it, so no plot is read without it."""
+    if warning:
+        fig.suptitle(f"{title}\n⚠ {warning}", fontsize=12, color=WARN_RED, fontweight="bold")
+    else:
+        fig.suptitle(title, fontsize=12)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    return path

@@ -1,0 +1,136 @@
+"""Every MLflow call of the project. DVC owns lineage; MLflow owns run history.
+
+Runs: one experiment per study; per pair a parent run `pair <id>` groups that pair's stage runs
+(prepare, train_scene, train_instance, sample, evaluate); study-wide stages (base, priors, report)
+are top-level runs. Every run is tagged with the pair, stage, DVC stage name, git commit and a hash
+of its resolved params. A forced rerun of an unchanged stage marks the older run `superseded`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+EXPERIMENT = os.environ.get("DREAMSOLO_EXPERIMENT", "dreamsolo")
+NOT_PRETRAINED = "evaluators not pretrained: numbers are not meaningful"
+
+
+class TrackingUnreachable(RuntimeError):
+    pass
+
+
+def tracking_uri(root: Path) -> str:
+    """$MLFLOW_TRACKING_URI, else a SQLite store in the study root (MLflow >= 3.7's own default)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail in seconds, before any work, when a tracking server does not answer."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise TrackingUnreachable(
+            f"MLflow tracking server {uri} is unreachable ({e}). Start it, fix MLFLOW_TRACKING_URI, "
+            "or unset it to log to the local mlflow.db"
+        ) from None
+
+
+def params_hash(params: dict) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{key}."))
+        else:
+            out[key] = v if not isinstance(v, (list, tuple, dict)) else json.dumps(v)
+    return out
+
+
+class Run:
+    """A thin handle over an active MLflow run; the library never imports mlflow itself."""
+
+    def __init__(self, mlflow, run) -> None:
+        self._m = mlflow
+        self.id = run.info.run_id
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        self._m.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        if path.is_dir():
+            self._m.log_artifacts(str(path), artifact_path=folder)
+        else:
+            self._m.log_artifact(str(path), artifact_path=folder)
+
+    def table(self, df, name: str) -> None:
+        self._m.log_table(data=df, artifact_file=name)
+
+    def dict(self, data: dict, name: str) -> None:
+        self._m.log_dict(data, name)
+
+    def tags(self, values: dict[str, str]) -> None:
+        self._m.set_tags(values)
+
+
+def _parent(client, exp_id: str, pair: str, tags: dict) -> str:
+    found = client.search_runs([exp_id], f"tags.dreamsolo_parent = '{pair}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    run = client.create_run(exp_id, run_name=f"pair {pair}", tags={**tags, "dreamsolo_parent": pair})
+    client.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
+              warning: str | None = None) -> Iterator[Run]:
+    """Open the run of one DVC stage instance; FAILED if the stage raises."""
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(uri)
+    exp_id = mlflow.set_experiment(EXPERIMENT).experiment_id
+    client = MlflowClient()
+    dvc_stage = f"{stage}@{pair}" if pair else stage
+    phash = params_hash(params)
+    tags = {"pair": pair or "", "stage": stage, "dvc_stage": dvc_stage, "params_hash": phash,
+            "git_commit": git_commit(root), "dreamsolo_cmd": " ".join(sys.argv)}
+    if pair:
+        tags["mlflow.parentRunId"] = _parent(client, exp_id, pair, {"pair": pair})
+    if warning:
+        tags["warning"] = warning
+    older = client.search_runs(
+        [exp_id], f"tags.dvc_stage = '{dvc_stage}' and tags.params_hash = '{phash}' "
+        "and attributes.status = 'FINISHED'")
+    with mlflow.start_run(experiment_id=exp_id, run_name=dvc_stage, tags=tags) as run:
+        for r in older:  # same stage, same params: this run replaces them
+            client.set_tag(r.info.run_id, "superseded_by", run.info.run_id)
+        mlflow.log_params(_flat(params))
+        yield Run(mlflow, run)

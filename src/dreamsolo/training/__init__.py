@@ -1,0 +1,1 @@
+"""DreamBooth fine-tuning: the loss, cached inputs and the loop."""

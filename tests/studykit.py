@@ -1,0 +1,82 @@
+"""Build small, fast copies of the study in a temporary folder for stage and end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools"]
+
+# Few steps and images: the tests check plumbing and bookkeeping, not image quality.
+FAST: dict[str, Any] = {
+    "presets.tiny.train_steps": 4,
+    "priors.num_images": 2,
+    "priors.steps": 3,
+    "priors.batch_size": 2,
+    "sample.num_images": 2,
+    "sample.steps": 3,
+    "train.log_every": 2,
+    "prompts.recontext": ["a photo of {instance} in {scene} at night"],
+}
+
+
+def set_key(params: dict, dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = params
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+
+
+def edit_params(root: Path, edits: dict[str, Any]) -> None:
+    path = root / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in edits.items():
+        set_key(params, dotted, value)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_study(dest: Path, pairs: list[str], edits: dict[str, Any] | None = None, git: bool = False) -> Path:
+    """A study root with only `pairs` (their folders and params entries) and the FAST settings."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in COPY:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "out"))
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["pairs"] = {p: params["pairs"][p] for p in pairs}
+    used = {c for p in params["pairs"].values() for c in (p["scene_class"], p["instance_class"])}
+    params["classes"] = {c: n for c, n in params["classes"].items() if c in used}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(dest, {**FAST, **(edits or {})})
+    (dest / "data/pairs").mkdir(parents=True, exist_ok=True)
+    for p in pairs:
+        shutil.copytree(REPO / "data/pairs" / p, dest / "data/pairs" / p)
+    if git:
+        run(["git", "init", "-q"], dest)
+        run(["git", "add", "-A"], dest)
+        run(["git", "commit", "-qm", "study"], dest)
+    return dest
+
+
+def env(root: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if k not in ("DREAMSOLO_ROOT", "MLFLOW_TRACKING_URI")}
+    e.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+             DVC_NO_ANALYTICS="1", PYTHONWARNINGS="ignore")
+    return e
+
+
+def run(cmd: list[str], root: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=root, env=env(root), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc

@@ -183,12 +183,27 @@ class Train:
     log_every: int = 5
     checkpoint_every: int = 100
     keep_checkpoints: int = 2
+    method: Literal["full", "lora"] = "full"
+    lora_rank: int = 4
+    lora_alpha: float = 4.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    train_text_encoder: bool = False
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    allow_tf32: bool = True
+    use_8bit_adam: bool = False
 
     def validate(self, where: str) -> None:
         positive(where, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
                  grad_accum=self.grad_accum, log_every=self.log_every,
                  checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints,
+                 lora_rank=self.lora_rank, lora_alpha=self.lora_alpha,
                  adam_epsilon=self.adam_epsilon, max_grad_norm=self.max_grad_norm)
+        if not 0 <= self.lora_dropout < 1:
+            raise ParamsError(f"{where}.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        if self.method == "lora" and not self.lora_targets:
+            raise ParamsError(f"{where}.lora_targets: LoRA needs at least one target module")
         non_negative(where, prior_weight=self.prior_weight, replay_weight=self.replay_weight,
                      warmup_steps=self.warmup_steps, adam_weight_decay=self.adam_weight_decay)
         for key in ("adam_beta1", "adam_beta2"):

@@ -7,6 +7,7 @@ every later stage loads that folder (or a trained one) with `from_pretrained`, e
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -14,6 +15,8 @@ import torch
 from dreamsolo.config import Preset
 
 SINGLE_FILE = (".safetensors", ".ckpt")
+LORA_FILE = "pytorch_lora_weights.safetensors"
+MODEL_INFO = "dreamsolo_model.json"  # in trained folders: {"method": full|lora, "base": relative path}
 
 
 def device() -> torch.device:
@@ -71,10 +74,35 @@ def _hub_commit(preset: Preset) -> str | None:
         return None
 
 
+def read_info(folder: Path) -> dict:
+    path = folder / MODEL_INFO
+    return json.loads(path.read_text()) if path.is_file() else {"method": "full", "base": None}
+
+
+def write_model_info(folder: Path, method: str, base: Path | None, final: Path) -> None:
+    """Record what a trained folder holds; `base` is stored relative to the folder's final place."""
+    rel = os.path.relpath(base.resolve(), final.resolve()) if base is not None else None
+    (folder / MODEL_INFO).write_text(json.dumps({"method": method, "base": rel}, indent=2) + "\n")
+
+
+def lora_base(folder: Path) -> Path:
+    return (folder / read_info(folder)["base"]).resolve()
+
+
 def load_pipeline(folder: Path, dtype: torch.dtype = torch.float32):
-    """A StableDiffusionPipeline from a diffusers folder; safetensors only, no remote code."""
+    """A StableDiffusionPipeline from a diffusers folder, or a LoRA folder over its base (fused).
+
+    Safetensors only, no remote code. A LoRA folder loads exactly as plain diffusers would:
+    base pipeline + `load_lora_weights(folder)`.
+    """
     from diffusers import StableDiffusionPipeline
 
+    if read_info(folder)["method"] == "lora":
+        pipe = load_pipeline(lora_base(folder), dtype)
+        pipe.load_lora_weights(folder, weight_name=LORA_FILE)
+        pipe.fuse_lora()  # plain weights: faster sampling; training on top starts from exactly this
+        pipe.unload_lora_weights()
+        return pipe
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder}: not a diffusers model folder (run the stage that writes it)")
     quiet()

@@ -27,6 +27,8 @@ from dreamsolo.io import atomic_dir
 from dreamsolo.sampling import encode_latents
 from dreamsolo.training import checkpoint
 from dreamsolo.training.loss import Groups, dreambooth_loss
+from dreamsolo.training.setup import (autocast, check_device, grad_scaler, make_optimizer, prepare_model,
+                                      save_trained)
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -58,6 +60,7 @@ class Cached:
     prior: dict[str, torch.Tensor]
     replay: dict[str, torch.Tensor] | None
     text: torch.Tensor  # (3 or 2, 77, d): instance, prior[, replay]
+    ids: torch.Tensor  # their token ids, for when the text encoder itself is trained
 
 
 def cache_inputs(pipe, inp: StageInputs, dev: torch.device) -> Cached:
@@ -69,12 +72,12 @@ def cache_inputs(pipe, inp: StageInputs, dev: torch.device) -> Cached:
     if inp.replay_image is not None:
         replay = encode_latents(pipe.vae, [Image.open(inp.replay_image).convert("RGB")])
         prompts.append(inp.replay_prompt)
+    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids.to(dev)
     with torch.no_grad():
-        ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids
-        text = pipe.text_encoder(ids.to(pipe.text_encoder.device))[0]
+        text = pipe.text_encoder(ids)[0].float()
     move = lambda d: {k: v.to(dev) for k, v in d.items()}  # noqa: E731
-    return Cached(move(image), move(prior), move(replay) if replay else None, text.to(dev))
+    return Cached(move(image), move(prior), move(replay) if replay else None, text, ids)
 
 
 def make_batch(c: Cached, batch_size: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,21 +117,17 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
     from dreamsolo.models.loading import device, load_pipeline
 
     dev = device()
+    check_device(cfg, dev, desc)
     torch.manual_seed(cfg.seed)
     pipe = load_pipeline(inp.init_dir).to(dev)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    trainable = prepare_model(pipe, cfg, dev)
     cached = cache_inputs(pipe, inp, dev)
     unet = pipe.unet
-    pipe.vae.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
-    unet.train()
-    trainable = {k: p for k, p in unet.named_parameters() if p.requires_grad}
-    optimizer = torch.optim.AdamW(
-        trainable.values(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-        weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon, foreach=True,
-    )
+    optimizer = make_optimizer(list(trainable.values()), cfg, dev)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
                                  num_training_steps=cfg.steps)
+    scaler = grad_scaler(cfg, dev)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     groups = Groups(cfg.batch_size, cfg.batch_size, cfg.batch_size if cached.replay else 0,
                     cfg.prior_weight, cfg.replay_weight)
@@ -142,18 +141,21 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
     start = 0
     found = checkpoint.latest(inp.ckpt_dir, fp)
     if found:
-        start = checkpoint.restore(found, trainable, optimizer, lr_scheduler, gen)
+        start = checkpoint.restore(found, trainable, optimizer, lr_scheduler, gen, scaler=scaler)
         tqdm.write(f"{desc}: resuming from {found} (step {start}/{cfg.steps})")
-    history = _read_log(inp.ckpt_dir / "train_log.csv", start)
+    history = checkpoint.history(found)  # the rows up to `start`, saved with the checkpoint
     last_finite = history[-1]["loss"] if history else None
     t0 = time.perf_counter()
     with stop_signals() as stop, tqdm(total=cfg.steps, initial=start, desc=desc, unit="step") as bar:
         for step in range(start + 1, cfg.steps + 1):
             sums = {}
             for _ in range(cfg.grad_accum):
+                if cfg.train_text_encoder:  # the encoder is trained: its embeddings change every step
+                    cached.text = pipe.text_encoder(cached.ids)[0]
                 latents, text = make_batch(cached, cfg.batch_size, scale, gen)
-                parts = dreambooth_loss(unet, noise_scheduler, latents, text, groups, gen)
-                (parts["loss"] / cfg.grad_accum).backward()
+                with autocast(cfg, dev):
+                    parts = dreambooth_loss(unet, noise_scheduler, latents, text, groups, gen)
+                scaler.scale(parts["loss"] / cfg.grad_accum).backward()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v.item() / cfg.grad_accum
             if not math.isfinite(sums["loss"]):
@@ -163,9 +165,11 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
                     f"max_grad_norm={cfg.max_grad_norm} and the mixed-precision setting."
                 )
             last_finite = sums["loss"]
+            scaler.unscale_(optimizer)
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(trainable.values(), cfg.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             row = {"step": step, **{k: round(v, 6) for k, v in sums.items()}, "lr": lr_scheduler.get_last_lr()[0]}
@@ -177,10 +181,9 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
             due = step % cfg.checkpoint_every == 0 and step < cfg.steps
             if due or stop["sig"]:
                 checkpoint.save(inp.ckpt_dir, step, fp, trainable, optimizer, lr_scheduler, gen,
-                                cfg.keep_checkpoints)
-                _write_log(inp.ckpt_dir / "train_log.csv", history)
+                                cfg.keep_checkpoints, history=history, scaler=scaler)
             if stop["sig"]:
-                raise Interrupted(f"{desc}: stopped by signal {stop['sig']} at step {step}; "
+                raise Interrupted(f"{desc}: stopped by {signal.Signals(stop['sig']).name} at step {step}; "
                                   f"checkpoint saved in {inp.ckpt_dir}, the next run resumes there")
     seconds = time.perf_counter() - t0
     summary = {"steps": cfg.steps, "resumed_from": start, "seconds": round(seconds, 3),
@@ -190,7 +193,7 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
                "replay_prompt": inp.replay_prompt}
     unet.eval()
     with atomic_dir(inp.out_dir) as tmp:
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        save_trained(pipe, cfg, inp.init_dir, tmp, inp.out_dir)
         _write_log(tmp / "train_log.csv", history)
         (tmp / "train_meta.json").write_text(json.dumps(summary, indent=2) + "\n")
     import shutil
@@ -209,10 +212,3 @@ def _write_log(path: Path, rows: list[dict]) -> None:
         w.writeheader()
         w.writerows(rows)
 
-
-def _read_log(path: Path, upto: int) -> list[dict]:
-    if upto == 0 or not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: (int(v) if k == "step" else float(v)) for k, v in r.items()} for r in csv.DictReader(f)]
-    return [r for r in rows if r["step"] <= upto]

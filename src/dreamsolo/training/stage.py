@@ -45,7 +45,9 @@ def train_pair(study: Study, pair_id: str | None, stage: Stage) -> dict:
     assert pair_id is not None
     cfg = study.train(pair_id, stage)
     inp = stage_inputs(study, pair_id, stage)
-    for f in (inp.image, inp.prior_latents, inp.init_dir / "model_index.json"):
+    init_marker = inp.init_dir / ("dreamsolo_model.json" if (inp.init_dir / "dreamsolo_model.json").is_file()
+                                  else "model_index.json")
+    for f in (inp.image, inp.prior_latents, init_marker):
         if not f.is_file():
             raise FileNotFoundError(f"{stage}@{pair_id}: input {f.relative_to(study.root)} is missing")
     params = {"pair": pair_id, "category": study.pair(pair_id).category, "preset": study.preset_name,

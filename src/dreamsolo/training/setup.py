@@ -1,0 +1,95 @@
+"""What a training stage trains and how: full or LoRA, precision, optimizer, and what it saves."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from dreamsolo.config import ParamsError, Train
+from dreamsolo.training import adapters
+
+DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_device(cfg: Train, dev: torch.device, where: str) -> None:
+    """Settings that cannot work on this device stop the stage before any work."""
+    if cfg.use_8bit_adam and dev.type != "cuda":
+        raise ParamsError(f"{where}.use_8bit_adam: bitsandbytes' 8-bit Adam needs a CUDA GPU; this run is on {dev}")
+    if cfg.mixed_precision == "fp16" and dev.type != "cuda":
+        raise ParamsError(f"{where}.mixed_precision: fp16 autocast is for CUDA GPUs; use bf16 or no on {dev}")
+
+
+def prepare_model(pipe, cfg: Train, dev: torch.device) -> dict[str, torch.nn.Parameter]:
+    """Freeze what is not trained, add adapters for LoRA, and return the trainable parameters by name."""
+    if dev.type == "cuda" and cfg.allow_tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    weight_dtype = DTYPES[cfg.mixed_precision]
+    pipe.vae.requires_grad_(False)
+    pipe.vae.to(dtype=weight_dtype)  # only used to cache latents once
+    unet, te = pipe.unet, pipe.text_encoder
+    te.requires_grad_(cfg.train_text_encoder and cfg.method == "full")
+    if not cfg.train_text_encoder:
+        te.to(dtype=weight_dtype)  # frozen: only used to cache embeddings once
+    if cfg.method == "lora":
+        adapters.add_lora(unet, cfg, cfg.lora_targets)
+        if cfg.train_text_encoder:
+            adapters.add_lora(te, cfg, adapters.TEXT_TARGETS)
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if cfg.train_text_encoder:
+            te.gradient_checkpointing_enable()
+    unet.train()
+    te.train(cfg.train_text_encoder)
+    named = {f"unet.{k}": p for k, p in unet.named_parameters() if p.requires_grad}
+    if cfg.train_text_encoder:
+        named |= {f"text_encoder.{k}": p for k, p in te.named_parameters() if p.requires_grad}
+    for p in named.values():  # fp32 master weights whatever the autocast dtype
+        p.data = p.data.float()
+    return named
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: Train, dev: torch.device) -> torch.optim.Optimizer:
+    kw = dict(lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.adam_weight_decay,
+              eps=cfg.adam_epsilon)
+    if cfg.use_8bit_adam:
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ParamsError("train.use_8bit_adam: bitsandbytes is not installed "
+                              "(pip install 'dreamsolo[gpu]')") from None
+        return bnb.optim.AdamW8bit(params, **kw)
+    # fused: one kernel per step instead of one per tensor (CPU and CUDA since torch 2.4)
+    return torch.optim.AdamW(params, **kw, fused=True)
+
+
+def autocast(cfg: Train, dev: torch.device):
+    if cfg.mixed_precision == "no":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=dev.type, dtype=DTYPES[cfg.mixed_precision])
+
+
+def grad_scaler(cfg: Train, dev: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling keeps fp16 gradients from underflowing; a no-op for fp32 and bf16."""
+    return torch.amp.GradScaler(dev.type, enabled=cfg.mixed_precision == "fp16")
+
+
+def save_trained(pipe, cfg: Train, init_dir: Path, tmp: Path, final: Path) -> None:
+    """Full: a whole pipeline folder. LoRA: the adapter (over Stage I's adapter, concatenated) + its base."""
+    from dreamsolo.models.loading import lora_base, read_info, write_model_info
+
+    if cfg.method == "full":
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        write_model_info(tmp, "full", None, final)
+        return
+    layers = {"unet": adapters.lora_state(pipe.unet, cfg)}
+    if cfg.train_text_encoder:
+        layers["text_encoder"] = adapters.lora_state(pipe.text_encoder, cfg)
+    base = init_dir
+    if read_info(init_dir)["method"] == "lora":  # Stage I was LoRA: ship [scene | instance] over its base
+        layers = adapters.combine(adapters.read_lora(init_dir), layers)
+        base = lora_base(init_dir)
+    adapters.save_lora(tmp, layers)
+    write_model_info(tmp, "lora", base, final)

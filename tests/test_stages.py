@@ -1,0 +1,142 @@
+"""Each stage on the tiny model, in-process, in order, on a one-pair study (outputs and their shapes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from studykit import make_study
+
+PAIR = "hopper_gravel"  # human: gentlest Stage II defaults; instance photo is RGB, scene grayscale
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    from dreamsolo.config import load_study
+
+    root = make_study(tmp_path_factory.mktemp("stages") / "study", [PAIR])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    yield load_study(root)
+    mp.undo()
+
+
+def test_base(study):
+    from dreamsolo.models.base import base_stage
+    from dreamsolo.models.loading import load_pipeline
+    from dreamsolo.models.tiny import UNET
+
+    base_stage(study)
+    folder = study.root / "models/base/tiny"
+    info = json.loads((folder / "dreamsolo_base.json").read_text())
+    assert info["kind"] == "build"
+    pipe = load_pipeline(folder)
+    assert tuple(pipe.unet.config.block_out_channels) == UNET["block_out_channels"]
+    assert pipe.tokenizer("a photo of sks cat").input_ids[:2] == [49406, 320]  # real CLIP BPE, offline
+    assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt")), "weights must be safetensors"
+
+
+def test_prepare(study):
+    from dreamsolo.prepare import prepare_stage
+
+    prepare_stage(study, PAIR)
+    out = study.root / "data/prepared" / PAIR
+    for role in ("scene", "instance"):
+        im = Image.open(out / f"{role}.png")
+        assert im.mode == "RGB" and im.size == (64, 64)
+    assert json.loads((out / "meta.json").read_text())["resolution"] == 64
+
+
+def test_generate_priors(study):
+    from dreamsolo.priors import generate_priors
+
+    for c in study.classes:
+        generate_priors(study, c)
+    for c in ("person", "gravel"):
+        folder = study.root / "data/priors" / c
+        lat = load_file(folder / "latents.safetensors")
+        assert lat["mean"].shape == lat["std"].shape == (2, 4, 32, 32)
+        assert torch.all(lat["std"] > 0)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["prompt"] == f"a photo of a {study.classes[c]}" and manifest["seeds"] == [0, 1]
+
+
+def _unet(folder):
+    return load_file(folder / "unet/diffusion_pytorch_model.safetensors")
+
+
+def test_train_scene(study):
+    from dreamsolo.training.stage import train_pair
+
+    summary = train_pair(study, PAIR, "train_scene")
+    out = study.root / "models" / PAIR / "scene"
+    base, trained = _unet(study.root / "models/base/tiny"), _unet(out)
+    assert any(not torch.equal(base[k], trained[k]) for k in base), "Stage I did not change the UNet"
+    rows = list(csv.DictReader(open(out / "train_log.csv")))
+    assert len(rows) == 4 and all(float(r["loss_prior"]) > 0 for r in rows)
+    assert all(float(r["loss_replay"]) == 0 for r in rows)
+    assert summary["prompt"] == "a photo of olis gravel path"
+    assert (study.root / "reports/train" / PAIR / "scene.csv").read_text() == (out / "train_log.csv").read_text()
+
+
+def test_train_instance_starts_from_stage_one_with_replay(study):
+    from dreamsolo.training.stage import train_pair
+
+    summary = train_pair(study, PAIR, "train_instance")
+    assert summary["init"].endswith(f"models/{PAIR}/scene")
+    assert summary["settings"]["lr"] == 1e-6  # the human category default
+    rows = list(csv.DictReader(open(study.root / "models" / PAIR / "instance/train_log.csv")))
+    assert all(float(r["loss_replay"]) > 0 for r in rows), "scene replay is on by default"
+    scene, inst = _unet(study.root / "models" / PAIR / "scene"), _unet(study.root / "models" / PAIR / "instance")
+    assert any(not torch.equal(scene[k], inst[k]) for k in scene)
+
+
+def test_sample(study):
+    from dreamsolo.samples import sample_pair
+
+    sample_pair(study, PAIR)
+    folder = study.root / "data/samples" / PAIR
+    rows = list(csv.DictReader(open(folder / "manifest.csv")))
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("composed") == 2 and kinds.count("class_instance") == 2
+    assert {r["seed"] for r in rows} == {"0", "1"}
+    composed = next(r for r in rows if r["kind"] == "composed")
+    assert composed["prompt"] == "a photo of sks person in olis gravel path"
+    assert composed["prompt_clean"] == "a photo of person in gravel path"
+    assert all(Image.open(folder / r["file"]).size == (64, 64) for r in rows)
+
+
+def test_sample_base_is_the_floor(study):
+    from dreamsolo.samples import sample_base_pair
+
+    sample_base_pair(study, PAIR)
+    base = study.root / "data/samples_base" / PAIR
+    tuned = study.root / "data/samples" / PAIR
+    assert (base / "manifest.csv").read_text() == (tuned / "manifest.csv").read_text()  # same prompts, seeds
+    assert (base / "0000.png").read_bytes() != (tuned / "0000.png").read_bytes()  # other weights
+
+
+def test_evaluate(study):
+    from dreamsolo.evaluation import evaluate_stage
+
+    summary = evaluate_stage(study, PAIR)
+    saved = json.loads((study.root / "reports/pairs" / f"{PAIR}.json").read_text())
+    assert saved["n_samples"] == summary["n_samples"] == 12
+    assert saved["warning"] == "evaluators not pretrained: numbers are not meaningful"
+    rows = list(csv.DictReader(open(study.root / "reports/pairs" / f"{PAIR}.csv")))
+    assert len(rows) == 12 and all(0 <= float(r["lpips_instance"]) for r in rows)
+
+
+def test_report(study):
+    from dreamsolo.reporting import report_stage
+
+    report_stage(study)
+    metrics = json.loads((study.root / "reports/metrics.json").read_text())
+    pair = json.loads((study.root / "reports/pairs" / f"{PAIR}.json").read_text())
+    assert metrics["pairs"][PAIR]["clip_t"] == pytest.approx(pair["metrics"]["clip_t"]["mean"])
+    assert (study.root / "reports/index.html").read_text().count("not meaningful") >= 1

@@ -32,6 +32,9 @@ def stage_main(fn: Callable[[Study, str | None], object], name: str, key: str | 
     args = parser.parse_args()
     try:
         study = load_study(repo_root())
+        from dreamsolo.tracking import start_worker
+
+        start_worker(study.root)
         fn(study, getattr(args, "item", None))
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)

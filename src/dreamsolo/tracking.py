@@ -106,12 +106,9 @@ def _parent(client, exp_id: str, pair: str, tags: dict) -> str:
     return run.info.run_id
 
 
-@contextlib.contextmanager
-def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
-              warning: str | None = None) -> Iterator[Run]:
-    """Open the run of one DVC stage instance; FAILED if the stage raises."""
-    uri = tracking_uri(root)
-    check_reachable(uri)
+def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warning: str | None,
+          argv: list[str]) -> Run:
+    """Start the MLflow run of one DVC stage instance (experiment, parent, tags, params)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -121,7 +118,7 @@ def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
     dvc_stage = f"{stage}@{pair}" if pair else stage
     phash = params_hash(params)
     tags = {"pair": pair or "", "stage": stage, "dvc_stage": dvc_stage, "params_hash": phash,
-            "git_commit": git_commit(root), "dreamsolo_cmd": " ".join(sys.argv)}
+            "git_commit": git_commit(root), "dreamsolo_cmd": " ".join(argv)}
     if pair:
         tags["mlflow.parentRunId"] = _parent(client, exp_id, pair, {"pair": pair})
     if warning:
@@ -129,8 +126,42 @@ def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
     older = client.search_runs(
         [exp_id], f"tags.dvc_stage = '{dvc_stage}' and tags.params_hash = '{phash}' "
         "and attributes.status = 'FINISHED'")
-    with mlflow.start_run(experiment_id=exp_id, run_name=dvc_stage, tags=tags) as run:
-        for r in older:  # same stage, same params: this run replaces them
-            client.set_tag(r.info.run_id, "superseded_by", run.info.run_id)
-        mlflow.log_params(_flat(params))
-        yield Run(mlflow, run)
+    run = mlflow.start_run(experiment_id=exp_id, run_name=dvc_stage, tags=tags)
+    for r in older:  # same stage, same params: this run replaces them
+        client.set_tag(r.info.run_id, "superseded_by", run.info.run_id)
+    mlflow.log_params(_flat(params))
+    return Run(mlflow, run)
+
+
+@contextlib.contextmanager
+def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
+              warning: str | None = None) -> Iterator[Run]:
+    """Open the run of one DVC stage instance; FAILED if the stage raises.
+
+    In a stage process (see `start_worker`) the MLflow calls run in a forked logger process, so
+    MLflow's import and store set-up overlap the stage's own work; elsewhere they run in-process.
+    """
+    uri = tracking_uri(root)
+    check_reachable(uri)
+    if _worker is not None:
+        with _worker.run(root, uri, stage, params, pair, warning) as proxy:
+            yield proxy
+        return
+    run = _open(root, uri, stage, params, pair, warning, sys.argv)
+    try:
+        yield run
+    except BaseException:
+        run._m.end_run("FAILED")
+        raise
+    run._m.end_run("FINISHED")
+
+
+_worker = None
+
+
+def start_worker(root: Path) -> None:
+    """Fork the logger now, before torch & co. are imported (forking after them is unsafe)."""
+    global _worker
+    from dreamsolo.tracking_worker import Worker
+
+    _worker = Worker.start(tracking_uri(root))

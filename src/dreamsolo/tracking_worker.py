@@ -1,0 +1,117 @@
+"""A forked logger process for stage scripts: MLflow's ~2 s of import and store set-up run beside the
+stage's own imports and work instead of before them. Metrics are sent without waiting; artifacts,
+tables and the end of the run wait for the logger, so files are logged before they can move and a
+logging error fails the stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def _serve(conn, uri: str) -> None:
+    import signal
+
+    from dreamsolo import tracking
+
+    # Ctrl-C reaches the whole process group: let the stage decide, and close its run as FAILED
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    run = None
+    error: BaseException | None = None
+    try:  # warm up while the stage imports torch: import mlflow, open the store
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        mlflow.tracking.MlflowClient().search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - reported with the first reply
+        error = e
+    while True:
+        try:
+            op, args, reply = conn.recv()
+        except EOFError:
+            return
+        result: Any = None
+        try:
+            if error is not None:
+                raise error
+            if op == "open":
+                run = tracking._open(*args)
+            elif op == "end":
+                run._m.end_run(args[0])
+                run = None
+            else:
+                getattr(run, op)(*args)
+        except BaseException as e:  # noqa: BLE001 - sent back to the stage
+            error = error or e
+            result = e
+        if reply:
+            conn.send(result if result is not None else error)
+            error = None if op == "end" else error
+        if op == "stop":
+            return
+
+
+class Proxy:
+    """The `tracking.Run` interface, forwarded to the logger process."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+
+    def _call(self, op: str, args: tuple, reply: bool) -> None:
+        try:
+            self._conn.send((op, args, reply))
+            err = self._conn.recv() if reply else None
+        except (OSError, EOFError) as e:
+            raise RuntimeError(f"the MLflow logger process is gone ({e!r}); nothing more is logged") from e
+        if reply:
+            if err is not None:
+                raise RuntimeError(f"MLflow logging failed: {err}") from err
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        self._call("metrics", ({k: float(v) for k, v in values.items()}, step), False)
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        self._call("artifact", (path, folder), True)
+
+    def table(self, df, name: str) -> None:
+        self._call("table", (df, name), True)
+
+    def dict(self, data: dict, name: str) -> None:
+        self._call("dict", (data, name), True)
+
+    def tags(self, values: dict[str, str]) -> None:
+        self._call("tags", (values,), False)
+
+
+class Worker:
+    def __init__(self, proc, conn) -> None:
+        self.proc, self.conn = proc, conn
+
+    @classmethod
+    def start(cls, uri: str) -> Worker | None:
+        if "fork" not in mp.get_all_start_methods() or "torch" in sys.modules:
+            return None  # no fork (Windows, macOS default) or too late to fork safely: log in-process
+        ctx = mp.get_context("fork")
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(theirs, uri), daemon=True, name="dreamsolo-mlflow")
+        proc.start()
+        return cls(proc, ours)
+
+    @contextlib.contextmanager
+    def run(self, root: Path, uri: str, stage: str, params: dict, pair: str | None,
+            warning: str | None) -> Iterator[Proxy]:
+        proxy = Proxy(self.conn)
+        proxy._call("open", (root, uri, stage, params, pair, warning, sys.argv), False)
+        try:
+            yield proxy
+        except BaseException:
+            with contextlib.suppress(Exception):
+                proxy._call("end", ("FAILED",), True)
+            raise
+        proxy._call("end", ("FINISHED",), True)

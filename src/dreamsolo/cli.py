@@ -61,8 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         from dreamsolo.samples import adhoc
 
         study = load_study(repo_root())
-        for path in adhoc(study, args.pair, args.prompt, n=args.n, seed=args.seed, stage=args.stage, out=args.out):
-            print(path)
-    except _user_errors() as e:
+        paths = adhoc(study, args.pair, args.prompt, n=args.n, seed=args.seed, stage=args.stage, out=args.out)
+    except KeyboardInterrupt:
+        print("dreamsolo sample: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - user errors get one line; the rest a traceback
+        if not isinstance(e, _user_errors()):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    for path in paths:  # stdout: the files, one per line (the prompt used is in adhoc.json beside them)
+        print(path)

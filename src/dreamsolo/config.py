@@ -106,11 +106,21 @@ class Preset:
     resolution: int = 512
     seed: int = 0
     train_steps: int | None = None
+    config: str | None = None  # single-file sources: diffusers folder or hub id giving the architecture
 
     def validate(self, where: str) -> None:
         positive(where, resolution=self.resolution, train_steps=self.train_steps)
         if self.resolution % 8:
             raise ParamsError(f"{where}.resolution: must be a multiple of 8, got {self.resolution}")
+        suffix = Path(self.source).suffix
+        if suffix == ".ckpt":
+            raise ParamsError(f"{where}.source: {self.source} is a pickled .ckpt; only .safetensors single files "
+                              "are loaded (nothing is unpickled): convert it to .safetensors first")
+        if self.config is not None and suffix != ".safetensors":
+            raise ParamsError(f"{where}.config: only used when `source` is a single-file .safetensors "
+                              f"checkpoint (source is {self.source!r}); set it to null")
+        if self.config == "":
+            raise ParamsError(f"{where}.config: empty string; use null or a diffusers folder / hub id")
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,17 @@ TEXT_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 def add_lora(model, cfg: Train, targets: tuple[str, ...]) -> None:
-    from peft import LoraConfig
+    from peft import LoraConfig, inject_adapter_in_model
 
     model.requires_grad_(False)
-    model.add_adapter(LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                                 init_lora_weights="gaussian", target_modules=list(targets)))
+    config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                        init_lora_weights="gaussian", target_modules=list(targets))
+    from diffusers import ModelMixin
+
+    if isinstance(model, ModelMixin):
+        model.add_adapter(config)
+    else:  # transformers 5's `add_adapter` gates on a peft release newer than PyPI has: inject directly
+        inject_adapter_in_model(config, model)
 
 
 def lora_state(model, cfg: Train) -> dict[str, torch.Tensor]:

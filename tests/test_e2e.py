@@ -34,7 +34,8 @@ def study(tmp_path_factory) -> tuple[Path, str]:
 
 def test_repro_runs_every_stage_once(study):
     root, stdout = study
-    expected = {"base", "report"} | per_pair("prepare", "train_scene", "train_instance", "sample", "evaluate")
+    expected = {"base", "report"} | per_pair("prepare", "train_scene", "train_instance", "sample", "sample_base",
+                                              "evaluate")
     expected |= {f"generate_priors@{c}" for c in CLASSES}
     assert ran(stdout) == expected
 
@@ -90,8 +91,8 @@ def status_after(root: Path, edits: dict) -> set[str]:
 
 def test_status_is_exact_per_setting(study):
     root, _ = study
-    assert status_after(root, {"sample.guidance_scale": 5.0}) == per_pair("sample")
-    assert status_after(root, {"sample.num_images": 3}) == per_pair("sample")
+    assert status_after(root, {"sample.guidance_scale": 5.0}) == per_pair("sample", "sample_base")
+    assert status_after(root, {"sample.num_images": 3}) == per_pair("sample", "sample_base")
     assert status_after(root, {"train_instance.defaults.lr": 1e-5}) == per_pair("train_instance")
     assert status_after(root, {"pairs.cat_grass.train_instance": {"lr": 1e-5}}) == {
         "train_instance@cat_grass", "report"}
@@ -105,6 +106,221 @@ def test_sampling_change_reruns_only_sample_evaluate_report(study):
     root, _ = study
     edit_params(root, {"sample.guidance_scale": 5.0})
     out = run(["dvc", "repro"], root)
-    assert ran(out.stdout) == per_pair("sample", "evaluate") | {"report"}
+    assert ran(out.stdout) == per_pair("sample", "sample_base", "evaluate") | {"report"}
     params = yaml.safe_load((root / "params.yaml").read_text())
     assert params["sample"]["guidance_scale"] == 5.0
+
+
+# --- the floor, tracking store, page and DVC plots on the same e2e run (appended; reuse `study`) -------
+
+def test_floor_samples_use_the_pairs_prompts_and_seeds(study):
+    root, _ = study
+    for p in PAIRS:
+        tuned = list(csv.DictReader(open(root / "data/samples" / p / "manifest.csv")))
+        base = list(csv.DictReader(open(root / "data/samples_base" / p / "manifest.csv")))
+        assert base == tuned  # same files, kinds, prompts and seeds: only the weights differ
+        assert all((root / "data/samples_base" / p / r["file"]).is_file() for r in base)
+        summary = json.loads((root / "reports/pairs" / f"{p}.json").read_text())
+        assert summary["base"]["n_samples"] == len(base) and summary["base"]["model"] == "models/base/tiny"
+        assert set(summary["delta"]) >= {"clip_t", "lpips_instance", "lpips_scene", "div", "pres"}
+        assert len(list(csv.DictReader(open(root / "reports/pairs_base" / f"{p}.csv")))) == len(base)
+        assert (root / "reports/grids/base" / f"{p}.png").is_file()
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert set(metrics["base"]["pairs"]) == set(metrics["delta"]["pairs"]) == set(PAIRS)
+    for name in ("clip_t", "lpips_instance", "lpips_scene"):
+        assert (root / "reports/compare" / f"{name}.csv").is_file()
+    page = (root / "reports/index.html").read_text()
+    assert page.count('<tr class="base">') >= len(PAIRS) and "grids/base/cat_grass.png" in page
+
+
+def _client(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    from dreamsolo import tracking
+
+    client = MlflowClient(f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    assert exp is not None, "no MLflow experiment"
+    return client, exp.experiment_id
+
+
+def _load_table(root: Path, name: str, run_id: str):
+    """The run's MLflow table (MlflowClient.load_table searches through the global URI: set it here)."""
+    import mlflow
+
+    client, exp_id = _client(root)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    try:
+        return client.load_table(exp_id, name, run_ids=[run_id])
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def _current(runs) -> dict:
+    """{dvc_stage: newest FINISHED run not superseded} - what the workspace outputs came from."""
+    out: dict = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        if r.info.status == "FINISHED" and "superseded_by" not in r.data.tags and r.data.tags.get("dvc_stage"):
+            out[r.data.tags["dvc_stage"]] = r
+    return out
+
+
+def _artifact_paths(client, run_id: str, path: str = "") -> set[str]:
+    out: set[str] = set()
+    for a in client.list_artifacts(run_id, path):
+        out |= _artifact_paths(client, run_id, a.path) if a.is_dir else {a.path}
+    return out
+
+
+def test_tracking_store_matches_the_reports(study):
+    import tempfile
+
+    import pandas as pd
+
+    root, _ = study
+    client, exp_id = _client(root)
+    runs = client.search_runs([exp_id], max_results=5000)
+    current = _current(runs)
+    head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
+    stages = {"prepare", "train_scene", "train_instance", "sample", "sample_base", "evaluate"}
+    for p in PAIRS:
+        parents = [r for r in runs if r.data.tags.get("dreamsolo_parent") == p]
+        assert len(parents) == 1, f"one parent run per pair, got {len(parents)} for {p}"
+        for s in stages:
+            r = current[f"{s}@{p}"]
+            tags = r.data.tags
+            assert tags["mlflow.parentRunId"] == parents[0].info.run_id
+            assert tags["stage"] == s and tags["pair"] == p and tags["git_commit"] == head
+            assert re.fullmatch(r"[0-9a-f]{12}", tags["params_hash"]) and r.data.params
+        for role in ("scene", "instance"):  # per-step losses and lr, the same as the train log
+            r = current[f"train_{role}@{p}"]
+            log = pd.read_csv(root / "reports/train" / p / f"{role}.csv").set_index("step")
+            for key in ("loss", "loss_instance", "loss_prior", "lr"):
+                hist = {m.step: m.value for m in client.get_metric_history(r.info.run_id, key)}
+                assert hist and set(hist) <= set(log.index), key
+                for step, value in hist.items():
+                    assert value == pytest.approx(log.loc[step, key], rel=1e-5, abs=1e-9), (key, step)
+            assert r.data.tags["weights"] == f"models/{p}/{role}"
+            if "weights.md5" in r.data.tags:  # full-model weights by reference (tracking_weights.log_weights)
+                import hashlib
+
+                f = root / r.data.tags["weights.dvc_path"] / r.data.tags["weights.file"]
+                assert hashlib.md5(f.read_bytes()).hexdigest() == r.data.tags["weights.md5"]
+        for s in ("sample", "sample_base"):  # sample grids as images
+            r = current[f"{s}@{p}"]
+            assert {"grid.png", "manifest.csv"} <= _artifact_paths(client, r.info.run_id)
+            with tempfile.TemporaryDirectory() as tmp:
+                grid = client.download_artifacts(r.info.run_id, "grid.png", tmp)
+                assert Path(grid).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        ev = current[f"evaluate@{p}"]
+        pair = json.loads((root / "reports/pairs" / f"{p}.json").read_text())
+        assert ev.data.tags["warning"] == pair["warning"] and pair["warning"] in ev.data.tags["mlflow.note.content"]
+        for m, s in pair["metrics"].items():
+            if s["n"]:
+                assert ev.data.metrics[f"{m}_mean"] == pytest.approx(s["mean"])
+                assert ev.data.metrics[f"base_{m}_mean"] == pytest.approx(pair["base"]["metrics"][m]["mean"])
+        for m, d in pair["delta"].items():
+            if d is not None:
+                assert ev.data.metrics[f"delta_{m}"] == pytest.approx(d)
+        table = _load_table(root, "samples_metrics.json", ev.info.run_id)
+        rows = pd.read_csv(root / "reports/pairs" / f"{p}.csv")
+        assert len(table) == len(rows)
+        for m in ("clip_t", "lpips_instance", "lpips_scene"):
+            assert table[m].tolist() == pytest.approx(rows[m].tolist())
+        assert "samples_metrics_base.json" in _artifact_paths(client, ev.info.run_id)
+    rep = current["report"]
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert rep.data.tags["warning"] == metrics["warning"]
+    for prefix, block in (("", metrics), ("base_", metrics["base"]), ("delta_", metrics["delta"])):
+        for m, v in block["overall"].items():
+            assert rep.data.metrics[f"{prefix}{m}"] == pytest.approx(v), (prefix, m)
+    table = _load_table(root, "pairs_table.json", rep.info.run_id).set_index("pair")
+    assert set(table.index) == set(PAIRS)
+    for p in PAIRS:
+        for m in ("clip_t", "lpips_instance", "lpips_scene"):
+            assert table.loc[p, f"{m}_mean"] == pytest.approx(metrics["pairs"][p][m])
+            assert table.loc[p, f"{m}_base_mean"] == pytest.approx(metrics["base"]["pairs"][p][m])
+    arts = _artifact_paths(client, rep.info.run_id)
+    assert {"index.html", "report.md", "metrics.json", "pairs_table.json", "plots/metrics.png",
+            "plots/loss.png", "compare/clip_t.csv"} <= arts
+    assert {f"grids/{p}.png" for p in PAIRS} | {f"grids/base/{p}.png" for p in PAIRS} <= arts
+
+
+def test_no_duplicate_current_runs(study):
+    root, _ = study
+    client, exp_id = _client(root)
+    seen: dict = {}
+    for r in client.search_runs([exp_id], "attributes.status = 'FINISHED'", max_results=5000):
+        t = r.data.tags
+        if "dvc_stage" in t and "superseded_by" not in t:
+            key = (t["dvc_stage"], t["params_hash"], t.get("class", ""))
+            assert key not in seen, f"two current runs for {key}"
+            seen[key] = r.info.run_id
+
+
+def test_every_run_records_its_exact_dvc_stage_name(study):
+    root, _ = study
+    client, exp_id = _client(root)
+    tagged = {r.data.tags.get("dvc_stage") for r in client.search_runs([exp_id], max_results=5000)}
+    locked = set(yaml.safe_load((root / "dvc.lock").read_text())["stages"])
+    assert locked <= tagged, sorted(locked - tagged)
+
+
+def test_forced_rerun_of_an_unchanged_stage_supersedes_the_old_run(study):
+    root, _ = study
+    client, exp_id = _client(root)
+    query = "tags.dvc_stage = 'evaluate@cat_grass' and attributes.status = 'FINISHED'"
+    before = _current(client.search_runs([exp_id], query))["evaluate@cat_grass"]
+    run(["dvc", "repro", "-s", "-f", "evaluate@cat_grass"], root)
+    after = client.search_runs([exp_id], query)
+    now = _current(after)["evaluate@cat_grass"]
+    assert now.info.run_id != before.info.run_id
+    assert client.get_run(before.info.run_id).data.tags["superseded_by"] == now.info.run_id
+    live = [r for r in after if "superseded_by" not in r.data.tags
+            and r.data.tags["params_hash"] == now.data.tags["params_hash"]]
+    assert [r.info.run_id for r in live] == [now.info.run_id]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists() and __import__("shutil").which("chromium") is None,
+                    reason="chromium not installed (apt-get install chromium) - page not checked in a browser")
+def test_e2e_page_loads_in_headless_chromium(study):
+    import subprocess
+    import sys
+
+    root, _ = study
+    tool = Path(__file__).resolve().parents[1] / "tools" / "check_page.py"
+    proc = subprocess.run([sys.executable, str(tool), str(root / "reports/index.html")],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    loaded, total = map(int, re.search(r"(\d+)/(\d+) images loaded", proc.stdout).groups())
+    assert loaded == total == 3 + 2 * len(PAIRS)  # plots, then a fine-tuned and a base grid per pair
+
+
+def test_dvc_plots_and_metrics_diff_show_the_change(study, tmp_path):
+    """Commit the current results, change an evaluator, reproduce: `dvc plots diff` / `dvc metrics diff`
+    against HEAD show both revisions with different numbers (the way two experiments are compared)."""
+    root, _ = study
+    run(["git", "add", "dvc.yaml", "dvc.lock", "params.yaml", "reports"], root)
+    run(["git", "commit", "-qm", "results"], root)
+    edit_params(root, {"evaluate.lpips_net": "squeeze"})
+    out = run(["dvc", "repro"], root)
+    assert ran(out.stdout) == per_pair("evaluate") | {"report"}
+    changed = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], root).stdout)["reports/metrics.json"]
+    for key in ("overall.lpips_instance", "base.pairs.cat_grass.lpips_instance", "delta.overall.lpips_scene"):
+        assert key in changed and changed[key]["old"] != changed[key]["new"], key
+    plots = json.loads(run(["dvc", "plots", "diff", "HEAD", "--json", "--split", "-o", str(tmp_path / "plots")],
+                           root).stdout)["data"]
+    for name, field in (("reports/compare/lpips_instance.csv", "mean"), ("reports/compare/clip_t.csv", "mean"),
+                        ("reports/pairs.csv", "lpips_instance_mean")):
+        assert name in plots, f"{name} is not a DVC plot"
+        rows = [r for e in plots[name] for r in e["anchor_definitions"]["<DVC_METRIC_DATA>"]]
+        key = "row" if "row" in rows[0] else "pair"
+        value = {(r["rev"], r[key]): float(r[field]) for r in rows}
+        assert {rev for rev, _ in value} == {"HEAD", "workspace"}, name
+        if "clip_t" not in name:  # LPIPS moved with the evaluator; CLIP-T did not
+            assert value[("HEAD", "cat_grass")] != value[("workspace", "cat_grass")], name
+        else:
+            assert value[("HEAD", "cat_grass · base")] == value[("workspace", "cat_grass · base")]
+    for png in ("metrics", "loss", "kinds"):  # the report's figures, one per revision
+        assert {r for e in plots[f"reports/plots/{png}.png"] for r in e["revisions"]} == {"HEAD", "workspace"}

@@ -256,9 +256,14 @@ class Evaluate:
                 raise ParamsError(f"{where}.{key}: empty string; use null / false for random init")
 
 
+@dataclass(frozen=True)
+class Tracking:
+    log_weights: Literal["reference", "artifact"] = "reference"
+
+
 STAGE_KEYS = ("train_scene", "train_instance")
 TOP_KEYS = ("model", "presets", "prompts", "classes", "pairs", "prepare", "priors", "train",
-            *STAGE_KEYS, "sample", "evaluate")
+            *STAGE_KEYS, "sample", "evaluate", "tracking")
 
 
 @dataclass(frozen=True)
@@ -274,6 +279,7 @@ class Study:
     sample: Sample
     evaluate: Evaluate
     raw: dict
+    tracking: Tracking = field(default_factory=Tracking)
 
     def pair(self, pair_id: str) -> Pair:
         if pair_id not in self.pairs:
@@ -364,7 +370,7 @@ def load_study(root: Path, params_file: str = "params.yaml") -> Study:
         prompts=build(Prompts, raw["prompts"], "prompts"), classes=dict(classes), pairs=pairs,
         prepare=build(Prepare, raw["prepare"], "prepare"), priors=build(Priors, raw["priors"], "priors"),
         sample=build(Sample, raw["sample"], "sample"), evaluate=build(Evaluate, raw["evaluate"], "evaluate"),
-        raw=raw,
+        raw=raw, tracking=build(Tracking, raw["tracking"], "tracking"),
     )
     for pid in pairs:  # fail on a bad train key now, not halfway through the study
         for stage in STAGE_KEYS:

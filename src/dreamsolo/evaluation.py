@@ -1,12 +1,39 @@
-"""The `evaluate` stage: score a pair's samples against its two references, then aggregate."""
+"""The `evaluate` stage: score a pair's samples, and the base model's samples of the same prompts and
+seeds (the floor), against the pair's two references with one set of evaluators; then aggregate."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from dreamsolo.config import Study
 from dreamsolo.io import atomic_file, write_json
-from dreamsolo.layout import pair_report, prepared_dir, samples_dir
+from dreamsolo.layout import base_dir, pair_report, prepared_dir, samples_dir
+from dreamsolo.paths import check_id, inside
+from dreamsolo.samples import samples_base_dir
+
+SOURCE = "_source"  # temporary column: which sample set a row of the joint scoring came from
+
+
+def base_report(study: Study, pair_id: str) -> Path:
+    """reports/pairs_base/<pair>.csv: the base model's per-sample scores (same columns as the pair's)."""
+    return inside(study.root, Path("reports/pairs_base") / f"{check_id('pair', pair_id)}.csv")
+
+
+def read_samples(study: Study, folder: Path, what: str):
+    """(manifest, RGB images) of a sample folder written by `sample` / `sample_base`."""
+    import pandas as pd
+    from PIL import Image
+
+    manifest_path = folder / "manifest.csv"
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{what}: {manifest_path.relative_to(study.root)} is missing")
+    manifest = pd.read_csv(manifest_path)
+    images = []
+    for f in manifest["file"]:
+        with Image.open(folder / f) as im:
+            images.append(im.convert("RGB"))
+    return manifest, images
 
 
 def evaluate_stage(study: Study, pair_id: str | None) -> dict:
@@ -14,38 +41,69 @@ def evaluate_stage(study: Study, pair_id: str | None) -> dict:
     from PIL import Image
 
     from dreamsolo import tracking
-    from dreamsolo.metrics.aggregate import pair_summary
+    from dreamsolo.metrics.aggregate import floor_summary, pair_summary
     from dreamsolo.metrics.evaluators import load_evaluators
     from dreamsolo.metrics.score import diversity, preservation, score_samples
     from dreamsolo.models.loading import device
 
     assert pair_id is not None
     pair = study.pair(pair_id)
-    folder = samples_dir(study, pair_id)
-    manifest_path = folder / "manifest.csv"
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"evaluate@{pair_id}: {manifest_path.relative_to(study.root)} is missing")
-    manifest = pd.read_csv(manifest_path)
-    images = [Image.open(folder / f).convert("RGB") for f in manifest["file"]]
+    tuned_m, tuned_i = read_samples(study, samples_dir(study, pair_id), f"evaluate@{pair_id}")
+    base_m, base_i = read_samples(study, samples_base_dir(study, pair_id),
+                                  f"evaluate@{pair_id} (run sample_base@{pair_id})")
     refs = prepared_dir(study, pair_id)
     instance_ref = Image.open(refs / "instance.png").convert("RGB")
     scene_ref = Image.open(refs / "scene.png").convert("RGB")
     ev = load_evaluators(study.evaluate, device(), study.root)
-    params = {"pair": pair_id, "category": pair.category, **dataclasses.asdict(study.evaluate)}
+    base_model = str(base_dir(study).relative_to(study.root))
+    params = {"pair": pair_id, "category": pair.category, "base_model": base_model,
+              **dataclasses.asdict(study.evaluate)}
     with tracking.stage_run(study.root, "evaluate", params, pair=pair_id, warning=ev.warning) as run:
         bs = study.evaluate.batch_size
-        scored = score_samples(manifest, images, instance_ref, scene_ref, ev, bs)
-        div = diversity(scored, images, ev, bs)
-        summary = pair_summary(scored, div, preservation(scored), pair_id, pair.category, ev)
-        scored.insert(0, "category", pair.category)
-        scored.insert(0, "pair", pair_id)
+        # One pass over both sets: each reference and each distinct prompt is embedded once.
+        joint = pd.concat([tuned_m.assign(**{SOURCE: "tuned"}), base_m.assign(**{SOURCE: "base"})],
+                          ignore_index=True)
+        scored_all = score_samples(joint, tuned_i + base_i, instance_ref, scene_ref, ev, bs)
+        tuned_rows = (scored_all[SOURCE] == "tuned").to_numpy()
+        scored = scored_all[tuned_rows].drop(columns=SOURCE).reset_index(drop=True)
+        scored_base = scored_all[~tuned_rows].drop(columns=SOURCE).reset_index(drop=True)
+        div = diversity(scored, tuned_i, ev, bs)
+        div_base = diversity(scored_base, base_i, ev, bs)
+        base = floor_summary(scored_base, div_base, preservation(scored_base), base_model)
+        summary = pair_summary(scored, div, preservation(scored), pair_id, pair.category, ev, base=base)
         json_path, csv_path = pair_report(study, pair_id)
-        with atomic_file(csv_path) as tmp:
-            scored.to_csv(tmp, index=False)
+        base_csv = base_report(study, pair_id)
+        for table, path in ((scored, csv_path), (scored_base, base_csv)):
+            table.insert(0, "category", pair.category)
+            table.insert(0, "pair", pair_id)
+            with atomic_file(path) as tmp:
+                table.to_csv(tmp, index=False)
         write_json(json_path, summary)
-        run.table(scored, "samples_metrics.json")
-        run.table(div, "diversity.json")
-        run.metrics({f"{m}_mean": s["mean"] for m, s in summary["metrics"].items() if s["n"]})
-        run.metrics({f"{m}_mean": summary[m]["mean"] for m in ("div", "pres") if summary[m]["n"]})
-        run.artifact(json_path)
+        _log(run, summary, json_path, {"samples_metrics.json": scored, "samples_metrics_base.json": scored_base,
+                                        "diversity.json": div, "diversity_base.json": div_base})
     return summary
+
+
+def _log(run, summary: dict, json_path: Path, tables: dict) -> None:
+    """The pair's numbers in MLflow: per-sample and DIV tables (fine-tuned and base), the JSON, and flat
+    metrics (`<m>_mean`, `base_<m>_mean`, `delta_<m>`: the same values as reports/pairs/<pair>.json)."""
+    for name, table in tables.items():
+        run.table(table, name)
+    run.metrics(pair_metrics(summary))
+    run.artifact(json_path)
+    if summary.get("warning"):  # shown at the top of the run page, not only among the tags
+        run.tags({"mlflow.note.content": f"⚠ {summary['warning']}"})
+
+
+def pair_metrics(summary: dict) -> dict[str, float]:
+    """Flat MLflow metrics of a pair JSON; missing (null) values are left out, never logged as NaN."""
+    out = {}
+    for prefix, block in (("", summary), ("base_", summary.get("base") or {})):
+        for m, s in (block.get("metrics") or {}).items():
+            if s.get("n"):
+                out[f"{prefix}{m}_mean"] = s["mean"]
+        for m in ("div", "pres"):
+            if (block.get(m) or {}).get("n"):
+                out[f"{prefix}{m}_mean"] = block[m]["mean"]
+    out.update({f"delta_{m}": v for m, v in (summary.get("delta") or {}).items() if v is not None})
+    return out

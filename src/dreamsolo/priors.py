@@ -27,7 +27,7 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
     seeds = [cfg.seed + i for i in range(cfg.num_images)]
     params = {"class": class_id, "prompt": prompt, "preset": study.preset_name, **dataclasses.asdict(cfg)}
     out = priors_dir(study, class_id)
-    with tracking.stage_run(study.root, "generate_priors", params) as run, atomic_dir(out) as tmp:
+    with tracking.stage_run(study.root, "generate_priors", params, item=class_id) as run, atomic_dir(out) as tmp:
         run.tags({"class": class_id})
         pipe = load_pipeline(base_dir(study)).to(device())
         use_fast_sampler(pipe)

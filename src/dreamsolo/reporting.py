@@ -26,10 +26,30 @@ def report_stage(study: Study, _item: str | None = None) -> dict:
     with tracking.stage_run(study.root, "report", params, warning=summary.get("warning")) as run:
         paths = build_report(study.root, list(study.pairs), summary)
         table = pd.read_csv(paths["pairs_csv"])
-        run.table(table, "pairs_table.json")
+        run.table(table, "pairs_table.json")  # the eight-pair LPIPS / CLIP-T (and every other metric) table
         metrics = json.loads(paths["metrics_json"].read_text())
-        run.metrics({k: v for k, v in metrics.get("overall", {}).items() if isinstance(v, (int, float))})
+        run.metrics(report_metrics(metrics))
         for name, path in paths.items():
-            folder = "grids" if name.startswith("grid_") else ("plots" if name.startswith("plot_") else None)
-            run.artifact(path, folder)
+            run.artifact(path, artifact_folder(name))
+        if summary.get("warning"):  # shown at the top of the run page, not only among the tags
+            run.tags({"mlflow.note.content": f"⚠ {summary['warning']}"})
     return summary
+
+
+def report_metrics(metrics: dict) -> dict[str, float]:
+    """The report run's MLflow metrics from reports/metrics.json: `<m>` (study mean over pairs),
+    `base_<m>` and `delta_<m>` (the floor and the gain over it) - the same numbers, flattened."""
+    out = {}
+    for prefix, block in (("", metrics), ("base_", metrics.get("base") or {}), ("delta_", metrics.get("delta") or {})):
+        out.update({f"{prefix}{k}": v for k, v in (block.get("overall") or {}).items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return out
+
+
+def artifact_folder(name: str) -> str | None:
+    """Where a build_report() artifact goes in the run: grids/, grids/base/, plots/, compare/ or the top."""
+    for prefix, folder in (("gridbase_", "grids/base"), ("grid_", "grids"), ("plot_", "plots"),
+                           ("compare_", "compare")):
+        if name.startswith(prefix):
+            return folder
+    return None

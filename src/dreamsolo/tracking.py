@@ -107,7 +107,7 @@ def _parent(client, exp_id: str, pair: str, tags: dict) -> str:
 
 
 def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warning: str | None,
-          argv: list[str]) -> Run:
+          argv: list[str], item: str | None = None) -> Run:
     """Start the MLflow run of one DVC stage instance (experiment, parent, tags, params)."""
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -115,7 +115,8 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     mlflow.set_tracking_uri(uri)
     exp_id = mlflow.set_experiment(EXPERIMENT).experiment_id
     client = MlflowClient()
-    dvc_stage = f"{stage}@{pair}" if pair else stage
+    key = pair or item
+    dvc_stage = f"{stage}@{key}" if key else stage
     phash = params_hash(params)
     tags = {"pair": pair or "", "stage": stage, "dvc_stage": dvc_stage, "params_hash": phash,
             "git_commit": git_commit(root), "dreamsolo_cmd": " ".join(argv)}
@@ -135,7 +136,7 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
 
 @contextlib.contextmanager
 def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
-              warning: str | None = None) -> Iterator[Run]:
+              warning: str | None = None, item: str | None = None) -> Iterator[Run]:
     """Open the run of one DVC stage instance; FAILED if the stage raises.
 
     In a stage process (see `start_worker`) the MLflow calls run in a forked logger process, so
@@ -144,10 +145,10 @@ def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
     uri = tracking_uri(root)
     check_reachable(uri)
     if _worker is not None:
-        with _worker.run(root, uri, stage, params, pair, warning) as proxy:
+        with _worker.run(root, uri, stage, params, pair, warning, item) as proxy:
             yield proxy
         return
-    run = _open(root, uri, stage, params, pair, warning, sys.argv)
+    run = _open(root, uri, stage, params, pair, warning, sys.argv, item)
     try:
         yield run
     except BaseException:

@@ -6,6 +6,7 @@ logging error fails the stage.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import multiprocessing as mp
 import sys
@@ -36,6 +37,8 @@ def _serve(conn, uri: str) -> None:
             op, args, reply = conn.recv()
         except EOFError:
             return
+        if op == "stop":
+            return
         result: Any = None
         try:
             if error is not None:
@@ -53,8 +56,6 @@ def _serve(conn, uri: str) -> None:
         if reply:
             conn.send(result if result is not None else error)
             error = None if op == "end" else error
-        if op == "stop":
-            return
 
 
 class Proxy:
@@ -101,13 +102,22 @@ class Worker:
         ours, theirs = ctx.Pipe()
         proc = ctx.Process(target=_serve, args=(theirs, uri), daemon=True, name="dreamsolo-mlflow")
         proc.start()
-        return cls(proc, ours)
+        worker = cls(proc, ours)
+        # The logger ignores SIGTERM, so multiprocessing's exit hook (terminate, then join) would wait
+        # forever: stop it first (atexit runs hooks last-in first-out).
+        atexit.register(worker.stop)
+        return worker
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.send(("stop", (), False))
+        self.proc.join(timeout=60)
 
     @contextlib.contextmanager
     def run(self, root: Path, uri: str, stage: str, params: dict, pair: str | None,
-            warning: str | None) -> Iterator[Proxy]:
+            warning: str | None, item: str | None = None) -> Iterator[Proxy]:
         proxy = Proxy(self.conn)
-        proxy._call("open", (root, uri, stage, params, pair, warning, sys.argv), False)
+        proxy._call("open", (root, uri, stage, params, pair, warning, sys.argv, item), False)
         try:
             yield proxy
         except BaseException:

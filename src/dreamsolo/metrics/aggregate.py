@@ -49,17 +49,45 @@ def _values(x: Any) -> list[Any]:
 
 
 def pair_summary(df: pd.DataFrame, div: Any, pres: Any, pair: str, category: str,
-                 ev: Evaluators) -> dict[str, Any]:
+                 ev: Evaluators, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """reports/pairs/<pair>.json: `metrics` over all samples, per `kind`, DIV over prompts, PRES over
-    class-prompt samples; `warning` only when an evaluator was randomly initialised."""
+    class-prompt samples; `warning` only when an evaluator was randomly initialised.
+
+    `base` (from `floor_summary`) is the base model's score on the same prompts and seeds; with it come
+    `delta` (fine-tuned mean minus base mean per metric: what fine-tuning bought)."""
     out: dict[str, Any] = {"pair": pair, "category": category, "evaluators_pretrained": bool(ev.pretrained)}
     if not ev.pretrained:
         out["warning"] = ev.warning or NOT_PRETRAINED_WARNING
-    out["n_samples"] = len(df)
-    out["metrics"] = _metric_block(df)
-    out["by_kind"] = {str(kind): _metric_block(group) for kind, group in df.groupby("kind", sort=False)}
-    out["div"] = summarise(_values(div))
-    out["pres"] = summarise(_values(pres))
+    out.update(_scores(df, div, pres))
+    if base is not None:
+        out["base"] = dict(base)
+        out["delta"] = deltas(out, base)
+    return out
+
+
+def _scores(df: pd.DataFrame, div: Any, pres: Any) -> dict[str, Any]:
+    return {"n_samples": len(df), "metrics": _metric_block(df),
+            "by_kind": {str(kind): _metric_block(group) for kind, group in df.groupby("kind", sort=False)},
+            "div": summarise(_values(div)), "pres": summarise(_values(pres))}
+
+
+def floor_summary(df: pd.DataFrame, div: Any, pres: Any, model: str) -> dict[str, Any]:
+    """The `base` block of a pair JSON: the same shape as the pair's own scores (n_samples, metrics,
+    by_kind, div, pres), for the base model's samples; `model` names the weights (models/base/<preset>)."""
+    return {"model": model, **_scores(df, div, pres)}
+
+
+def _mean(block: Mapping[str, Any], metric: str) -> float | None:
+    stat = block.get(metric) if metric in SET_METRICS else (block.get("metrics") or {}).get(metric)
+    return stat.get("mean") if isinstance(stat, Mapping) else None
+
+
+def deltas(tuned: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, float | None]:
+    """Per metric, the fine-tuned mean minus the base mean; None where either is missing."""
+    out: dict[str, float | None] = {}
+    for m in (*METRICS, *SET_METRICS):
+        a, b = _mean(tuned, m), _mean(base, m)
+        out[m] = None if a is None or b is None else a - b
     return out
 
 
@@ -76,7 +104,9 @@ def study_summary(pair_dicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """reports/metrics.json: overall and per-category across-pair summaries of every metric.
 
     Every pair weighs the same (a mean of pair means), so a pair with more samples does not dominate;
-    the spread is between pairs, the study's unit of replication."""
+    the spread is between pairs, the study's unit of replication. When the pairs carry the floor,
+    `base` summarises the base model the same way and `delta` the per-pair differences (fine-tuned
+    minus base: its mean is the mean gain, its std how much the gain varies between pairs)."""
     if not pair_dicts:
         raise ValueError("no pair summaries to aggregate")
     pretrained = all(p.get("evaluators_pretrained", False) for p in pair_dicts)
@@ -85,7 +115,20 @@ def study_summary(pair_dicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out["warning"] = NOT_PRETRAINED_WARNING
     out["n_pairs"] = len(pair_dicts)
     out["pairs"] = [p["pair"] for p in pair_dicts]
-    out["overall"] = _across_pairs(pair_dicts)
     categories = list(dict.fromkeys(p["category"] for p in pair_dicts))
-    out["by_category"] = {c: _across_pairs([p for p in pair_dicts if p["category"] == c]) for c in categories}
+
+    def split(fn) -> dict[str, Any]:
+        return {"overall": fn(pair_dicts),
+                "by_category": {c: fn([p for p in pair_dicts if p["category"] == c]) for c in categories}}
+
+    out.update(split(_across_pairs))
+    if any(isinstance(p.get("base"), Mapping) for p in pair_dicts):
+        out["base"] = split(lambda ps: _across_pairs([p["base"] for p in ps if isinstance(p.get("base"), Mapping)]))
+        out["delta"] = split(_across_deltas)
     return out
+
+
+def _across_deltas(pairs: Sequence[Mapping[str, Any]]) -> dict[str, Summary]:
+    """Each metric's per-pair gain (fine-tuned minus base) summarised across the pairs that have a floor."""
+    with_base = [deltas(p, p["base"]) for p in pairs if isinstance(p.get("base"), Mapping)]
+    return {m: summarise(d[m] for d in with_base) for m in (*METRICS, *SET_METRICS)}

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from dreamsolo.report.floor import BASE_LABEL, BASE_NOTE, Floor, fmt_delta, verdict
 from dreamsolo.report.tables import LABELS, METRICS, REFERENCE_LABEL, REFERENCE_NOTE, fmt, reference_row
 
 CSS = """
@@ -46,6 +47,11 @@ figure { margin:14px 0 22px; } figcaption { color:var(--muted); font-size:13px; 
 figure img { max-width:100%; height:auto; border:1px solid var(--line); border-radius:6px; }
 details { font-size:13px; color:var(--muted); margin:-14px 0 18px; } ol { margin:4px 0; }
 nav a { color:var(--accent); text-decoration:none; margin-right:14px; font-size:14px; }
+tr.tuned td { border-bottom:none; }
+tr.base td { color:var(--muted); font-size:12.5px; }
+tr.base td:first-child { padding-left:18px; }
+.d { display:block; font-size:11.5px; font-weight:600; }
+.d.better { color:#1a7f37; } .d.worse { color:#cf222e; } .d.same { color:var(--muted); font-weight:400; }
 """
 
 
@@ -56,6 +62,7 @@ class PairSection:
     grid: str  # path relative to reports/
     summary: str = ""
     prompts: tuple[tuple[str, str], ...] = ()  # (kind, prompt without identifier tokens), grid row order
+    base_grid: str | None = None  # the base model's samples of the same prompts (relative to reports/)
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,11 @@ class Page:
     pairs: list[PairSection] = field(default_factory=list)
     warning: str | None = None
     title: str = "dreamsolo study report"
+    # the floor (base model on the same prompts and seeds); None: the study has none
+    study_floor: Floor | None = None
+    overall_floor: tuple[dict[str, dict], dict[str, dict]] | None = None  # (base, delta) {metric: stats}
+    categories_floor: Floor | None = None
+    kinds_floor: Floor | None = None
 
 
 def render(page: Page) -> str:
@@ -79,18 +91,21 @@ def render(page: Page) -> str:
         '<nav><a href="#study">Study table</a><a href="#categories">Categories</a>'
         '<a href="#kinds">Prompt kinds</a><a href="#plots">Plots</a><a href="#samples">Samples</a></nav>',
         '<h2 id="study">Study: pairs × metrics <span class="tag">mean ± std over samples</span></h2>',
-        _study_table(page.study, page.overall),
+        _study_table(page.study, page.overall, page.study_floor, page.overall_floor),
         f'<p class="note">Reference row: {escape(REFERENCE_LABEL)} — {escape(REFERENCE_NOTE)}. '
         "↑ higher is better, ↓ lower is better.</p>",
+        _floor_note(page.study_floor),
         '<h2 id="categories">Per-category summary</h2>',
-        _table(page.categories, "category"),
+        _table(page.categories, "category", page.categories_floor),
         '<h2 id="kinds">Metrics by prompt kind <span class="tag">all pairs pooled</span></h2>',
-        _table(page.kinds, "kind"),
+        _table(page.kinds, "kind", page.kinds_floor),
         '<h2 id="plots">Plots</h2>',
         *[_figure(src, cap) for cap, src in page.plots],
         '<h2 id="samples">Samples per pair</h2>',
         '<p class="note">Left: the two reference photos (scene, instance). Right: one row per prompt '
-        "(prompt kind and prompt without identifier tokens), one column per seed.</p>",
+        "(prompt kind and prompt without identifier tokens), one column per seed."
+        + (" Under each fine-tuned grid: the base model on the same prompts and seeds." if page.study_floor
+           is not None else "") + "</p>",
         *[_pair(s, page.warning) for s in page.pairs],
     ]
     body = "\n".join(p for p in parts if p)
@@ -132,17 +147,57 @@ def _banner(warning: str | None) -> str:
             "The tables and plots exercise the pipeline; do not read them as results.</small></div>")
 
 
-def _study_table(study: pd.DataFrame, overall: dict[str, dict]) -> str:
+def _floor_note(floor: Floor | None) -> str:
+    if floor is None:
+        return ""
+    return (f'<p class="note">{escape(BASE_NOTE)}; '
+            '<span class="d better" style="display:inline">green</span>: fine-tuning improved the metric '
+            '(in its ↑/↓ direction), <span class="d worse" style="display:inline">red</span>: it got worse.</p>')
+
+
+def _cell(metric: str, text: str, floor: Floor | None, idx) -> str:
+    """A fine-tuned cell, with its Δ vs the base model underneath when the table has a floor."""
+    cell = escape(str(text))
+    if floor is not None and metric in floor.delta.columns and idx in floor.delta.index:
+        value = floor.delta.at[idx, metric]
+        d = fmt_delta(value)
+        if d:
+            cell += f'<span class="d {verdict(metric, value)}">{escape(d)}</span>'
+    return f"<td>{cell}</td>"
+
+
+def _base_row(idx, cells: list[str], n_text_cols: int, floor: Floor | None) -> str:
+    if floor is None or idx not in floor.base.index:
+        return ""
+    texts = "".join('<td class="text"></td>' for _ in range(n_text_cols))
+    vals = "".join(f"<td>{escape(str(floor.base.at[idx, m])) if m in floor.base.columns else ''}</td>"
+                   for m in cells)
+    return f'<tr class="base"><td>{escape(BASE_LABEL)}</td>{texts}{vals}</tr>'
+
+
+def _study_table(study: pd.DataFrame, overall: dict[str, dict], floor: Floor | None = None,
+                 overall_floor: tuple[dict[str, dict], dict[str, dict]] | None = None) -> str:
     cols = [m for m in METRICS if m in study.columns]
     head = "".join(f"<th>{escape(LABELS.get(m, m))}</th>" for m in cols)
+    tuned = ' class="tuned"' if floor is not None else ""
     rows = []
     for pair, row in study.iterrows():
-        cells = "".join(f"<td>{escape(str(row[m]))}</td>" for m in cols)
-        rows.append(f'<tr><td>{escape(str(pair))}</td><td class="text">{escape(str(row["category"]))}'
+        cells = "".join(_cell(m, row[m], floor, pair) for m in cols)
+        rows.append(f'<tr{tuned}><td>{escape(str(pair))}</td><td class="text">{escape(str(row["category"]))}'
                     f"</td>{cells}</tr>")
+        rows.append(_base_row(pair, cols, 1, floor))
     study_cells = "".join(
         f"<td>{escape(fmt(overall.get(m, {}).get('mean'), overall.get(m, {}).get('std')))}</td>" for m in cols)
-    rows.append(f'<tr class="study"><td>study (all pairs)</td><td class="text">all</td>{study_cells}</tr>')
+    if overall_floor is not None:
+        base, delta = overall_floor
+        one = Floor(pd.DataFrame({m: [fmt(base[m]["mean"], base[m]["std"])] for m in cols}, index=["all"]),
+                    pd.DataFrame({m: [delta[m]["mean"]] for m in cols}, index=["all"], dtype=float))
+        study_cells = "".join(
+            _cell(m, fmt(overall.get(m, {}).get("mean"), overall.get(m, {}).get("std")), one, "all") for m in cols)
+        rows.append(f'<tr class="study tuned"><td>study (all pairs)</td><td class="text">all</td>{study_cells}</tr>')
+        rows.append(_base_row("all", cols, 1, one))
+    else:
+        rows.append(f'<tr class="study"><td>study (all pairs)</td><td class="text">all</td>{study_cells}</tr>')
     ref = reference_row()
     ref_cells = "".join(f"<td>{escape(ref[m])}</td>" for m in cols)
     rows.append(f'<tr class="ref"><td colspan="2">{escape(REFERENCE_LABEL)} (context)</td>{ref_cells}</tr>')
@@ -150,16 +205,19 @@ def _study_table(study: pd.DataFrame, overall: dict[str, dict]) -> str:
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _table(df: pd.DataFrame, index_name: str) -> str:
+def _table(df: pd.DataFrame, index_name: str, floor: Floor | None = None) -> str:
     if df.empty:
         return '<p class="note">No data.</p>'
     head = "".join(f'<th class="{"text" if c == "pairs" else ""}">{escape(LABELS.get(str(c), str(c)))}</th>'
                    for c in df.columns)
+    tuned = ' class="tuned"' if floor is not None else ""
+    text_cols = [c for c in df.columns if c not in METRICS]
     rows = []
     for idx, row in df.iterrows():
-        cells = "".join(
-            f'<td class="{"text" if c == "pairs" else ""}">{escape(str(v))}</td>' for c, v in row.items())
-        rows.append(f"<tr><td>{escape(str(idx))}</td>{cells}</tr>")
+        cells = "".join(f'<td class="text">{escape(str(v))}</td>' if c in text_cols else _cell(str(c), v, floor, idx)
+                        for c, v in row.items())
+        rows.append(f"<tr{tuned}><td>{escape(str(idx))}</td>{cells}</tr>")
+        rows.append(_base_row(idx, [c for c in df.columns if c not in text_cols], len(text_cols), floor))
     return (f'<div class="scroll"><table><thead><tr><th>{escape(index_name)}</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
@@ -177,5 +235,9 @@ def _pair(section: PairSection, warning: str | None) -> str:
     caption = f"{section.pair}: references and samples per prompt{note}"
     items = "".join(f"<li><b>{escape(k)}</b>: {escape(p)}</li>" for k, p in section.prompts)
     prompts = f"<details><summary>prompts (grid rows)</summary><ol>{items}</ol></details>" if items else ""
+    base = ""
+    if section.base_grid:
+        base = _figure(section.base_grid, f"{section.pair}: the base model (no fine-tuning) on the same prompts "
+                                          f"and seeds{note}", "grid")
     return (f'<h3 id="{anchor}">{escape(section.pair)} <span class="tag">{escape(section.category)}</span></h3>'
-            f"{summary}{_figure(section.grid, caption, 'grid')}{prompts}")
+            f"{summary}{_figure(section.grid, caption, 'grid')}{base}{prompts}")

@@ -40,6 +40,7 @@ def stage_inputs(study: Study, pair_id: str, stage: Stage):
 
 def train_pair(study: Study, pair_id: str | None, stage: Stage) -> dict:
     from dreamsolo import tracking
+    from dreamsolo.tracking_weights import log_weights
     from dreamsolo.training.loop import train_stage
 
     assert pair_id is not None
@@ -62,5 +63,6 @@ def train_pair(study: Study, pair_id: str | None, stage: Stage) -> dict:
             shutil.copyfile(inp.out_dir / "train_log.csv", tmp)
         run.artifact(inp.out_dir / "train_log.csv")
         run.artifact(inp.out_dir / "train_meta.json")
+        log_weights(run, study.root, inp.out_dir, study.tracking.log_weights)
         run.tags({"weights": str(inp.out_dir.relative_to(study.root))})
     return summary

@@ -26,6 +26,16 @@ def _suggest(key: str, options: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _blame(err: ParamsError, where: str, origin: dict[str, str], context: str) -> ParamsError:
+    """`<where>.<key>: ...` -> `<layer that set key>.<key>: ... (<context>)`; other messages unchanged."""
+    msg = str(err)
+    if msg.startswith(f"{where}."):
+        key = msg[len(where) + 1:].split(":", 1)[0].split("[", 1)[0]
+        if key in origin:
+            return ParamsError(f"{origin[key]}{msg[len(where):]} ({context})")
+    return err
+
+
 def _check_type(where: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -41,7 +51,8 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
     if origin is Literal:
         if value not in typing.get_args(hint):
             options = ", ".join(map(str, typing.get_args(hint)))
-            raise ParamsError(f"{where}: {value!r} is not one of: {options}")
+            hint_ = _suggest(value, map(str, typing.get_args(hint))) if isinstance(value, str) else ""
+            raise ParamsError(f"{where}: {value!r} is not one of: {options}{hint_}")
         return value
     if origin in (list, tuple):
         if not isinstance(value, list):
@@ -295,30 +306,47 @@ class Study:
         """Merge train <- train_<stage> <- by_category[category] <- pairs.<id>.<stage>."""
         pair = self.pair(pair_id)
         section = self.raw[stage]
-        if not isinstance(section, dict) or set(section) != {"defaults", "by_category"}:
+        if not isinstance(section, dict):
+            raise ParamsError(f"{stage}: expected a mapping with `defaults` and `by_category`, "
+                              f"got {section!r}")
+        for key in section:
+            if key not in ("defaults", "by_category"):
+                raise ParamsError(f"{stage}.{key}: unknown key{_suggest(key, ('defaults', 'by_category'))}")
+        if set(section) != {"defaults", "by_category"}:
             raise ParamsError(f"{stage}: expected exactly two keys, `defaults` and `by_category`")
         by_cat = section["by_category"] or {}
         if not isinstance(by_cat, dict):
             raise ParamsError(f"{stage}.by_category: expected a mapping of category -> overrides")
         for cat in by_cat:
             if cat not in CATEGORIES:
-                raise ParamsError(f"{stage}.by_category.{cat}: unknown category{_suggest(cat, CATEGORIES)}")
-        layers = [("train", self.raw.get("train") or {}), (f"{stage}.defaults", section["defaults"] or {}),
-                  (f"{stage}.by_category.{pair.category}", by_cat.get(pair.category) or {}),
-                  (f"pairs.{pair_id}.{stage}", getattr(pair, stage))]
+                raise ParamsError(f"{stage}.by_category.{cat}: unknown category"
+                                  f"{_suggest(str(cat), CATEGORIES)}")
         known = [f.name for f in dataclasses.fields(Train)]
+        # (where, overrides, merged for this pair?): every category's overrides are checked, so a typo
+        # in a category no pair uses yet does not wait for the first such pair
+        layers = [("train", self.raw.get("train") or {}, True),
+                  (f"{stage}.defaults", section["defaults"] or {}, True)]
+        layers += [(f"{stage}.by_category.{cat}", by_cat[cat] or {}, cat == pair.category) for cat in by_cat]
+        layers += [(f"pairs.{pair_id}.{stage}", getattr(pair, stage), True)]
         merged: dict = {}
-        for where_layer, layer in layers:
+        origin: dict[str, str] = {}  # key -> the params layer that set it last, named in messages
+        for where_layer, layer, use in layers:
             if not isinstance(layer, dict):
                 raise ParamsError(f"{where_layer}: expected a mapping, got {layer!r}")
             for key in layer:
                 if key not in known:
                     raise ParamsError(f"{where_layer}.{key}: unknown key{_suggest(key, known)}")
-            merged.update(layer)
+            if use:
+                merged.update(layer)
+                origin.update(dict.fromkeys(layer, where_layer))
         if stage == "train_scene" and "replay_weight" in merged:
-            raise ParamsError(f"{stage}.replay_weight: scene replay only exists in train_instance")
+            raise ParamsError(f"{origin['replay_weight']}.replay_weight: scene replay only exists in "
+                              "train_instance (set it under train_instance)")
         where = f"{stage} (pair {pair_id}, category {pair.category})"
-        cfg = build(Train, merged, where)
+        try:
+            cfg = build(Train, merged, where)
+        except ParamsError as e:  # name the layer that set the bad value, not the merged result
+            raise _blame(e, where, origin, f"{stage} of pair {pair_id}, category {pair.category}") from None
         cap = self.preset.train_steps
         if cap is not None and cfg.steps > cap:
             cfg = dataclasses.replace(cfg, steps=cap)
@@ -344,11 +372,18 @@ def load_study(root: Path, params_file: str = "params.yaml") -> Study:
     model = raw["model"]
     if not isinstance(model, dict) or set(model) != {"preset"}:
         raise ParamsError("model: expected exactly one key, `preset`")
+    for key in ("presets", "classes", "pairs"):
+        if not isinstance(raw[key] or {}, dict):
+            raise ParamsError(f"{key}: expected a mapping of id -> entry, got {type(raw[key]).__name__}")
     presets = raw["presets"] or {}
     name = model["preset"]
+    if not isinstance(name, str):
+        raise ParamsError(f"model.preset: expected a preset name, got {name!r}")
     if name not in presets:
         raise ParamsError(f"model.preset: unknown preset {name!r}{_suggest(str(name), presets)} "
                           f"(known: {', '.join(presets)})")
+    for other, entry in presets.items():  # a broken preset fails now, not when someone switches to it
+        build(Preset, entry, f"presets.{other}")
     classes = raw["classes"] or {}
     for cid, noun in classes.items():
         check_id("class", cid)

@@ -16,6 +16,8 @@ from typing import Any
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a fresh temporary sibling of `final`; on success it replaces `final`, on error it is removed."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed earlier run of this stage
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     tmp.chmod(0o755)  # mkdtemp is owner-only; outputs are meant to be shared
     try:

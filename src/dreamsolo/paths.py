@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: no trailing newline
 # Folders a stage may write below; a path that resolves elsewhere is refused.
 WRITABLE = ("data", "models", "reports")
 
@@ -25,7 +25,7 @@ def repo_root() -> Path:
 
 def check_id(kind: str, value: str) -> str:
     """Pair and class ids become folder names: refuse anything that is not a plain name."""
-    if not isinstance(value, str) or not SAFE_ID.match(value) or value in (".", ".."):
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or value in (".", ".."):
         raise ValueError(
             f"{kind} id {value!r} is not a safe folder name "
             "(letters, digits, '_', '-', '.'; must start with a letter or digit; at most 64 chars)"

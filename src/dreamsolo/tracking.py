@@ -33,19 +33,99 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').as_posix()}"
 
 
+FALLBACK_ENV = "DREAMSOLO_TRACKING_FALLBACK"  # "local": use the study's mlflow.db when the server is down
+
+
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
-    """Fail in seconds, before any work, when a tracking server does not answer."""
+    """Fail in seconds, before any work, when a tracking server does not answer HTTP.
+
+    Any HTTP answer counts (even 401/404: MLflow's own request decides); a refused or silent port,
+    an unknown host, or a proxy's 502/503/504 does not. Credentials in the URI are never shown.
+    """
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
         return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    why = _probe(parsed, timeout)
+    if why:
+        summary = f"MLflow tracking server {_redact(parsed)} is unreachable ({why})"
+        err = TrackingUnreachable(
+            f"{summary}. Start it, fix MLFLOW_TRACKING_URI, unset it to log to the study's mlflow.db, "
+            f"or set {FALLBACK_ENV}=local to log there whenever the server is down"
+        )
+        err.summary = summary  # type: ignore[attr-defined]
+        raise err
+
+
+def _redact(parsed) -> str:
+    if parsed.password is None:
+        return parsed.geturl()
+    return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@", 1)).geturl()
+
+
+def _probe(parsed, timeout: float) -> str | None:
+    """None when something answers HTTP at the URI, else why not (a few words)."""
+    import http.client
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    host = f"[{parsed.hostname}]" if parsed.hostname and ":" in parsed.hostname else parsed.hostname
+    if not host:
+        return "no host name in the URI"
     try:
-        socket.create_connection((parsed.hostname, port), timeout=timeout).close()
-    except OSError as e:
-        raise TrackingUnreachable(
-            f"MLflow tracking server {uri} is unreachable ({e}). Start it, fix MLFLOW_TRACKING_URI, "
-            "or unset it to log to the local mlflow.db"
-        ) from None
+        netloc = f"{host}:{parsed.port}" if parsed.port else host
+    except ValueError as e:  # a port that is not a number
+        return str(e)
+    url = parsed._replace(netloc=netloc).geturl()  # credentials stay out of the probe
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "dreamsolo"}),
+                                    timeout=timeout) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except urllib.error.URLError as e:
+        if isinstance(e.reason, ssl.SSLError):
+            return None  # TLS answered; certificate settings are MLflow's (MLFLOW_TRACKING_INSECURE_TLS)
+        return _why(e.reason, timeout)
+    except (OSError, http.client.HTTPException) as e:
+        return _why(e, timeout)
+    return f"it answered HTTP {status}" if status in (502, 503, 504) else None
+
+
+def _why(err: object, timeout: float) -> str:
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, (TimeoutError, socket.timeout)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(err, socket.gaierror):
+        return f"unknown host: {err.strerror}"
+    return str(err) or type(err).__name__
+
+
+_resolved: dict[tuple[str, str, str], str] = {}
+
+
+def resolve_uri(root: Path) -> str:
+    """The URI this process logs to: `tracking_uri(root)` when it answers. When a server does not,
+    TrackingUnreachable, or with DREAMSOLO_TRACKING_FALLBACK=local the study's own SQLite store,
+    said once on stderr. An env var, not a params key: it must not change any DVC stage."""
+    mode = os.environ.get(FALLBACK_ENV, "").strip()
+    if mode not in ("", "local"):
+        raise ValueError(f"{FALLBACK_ENV}={mode!r}: expected 'local' or unset")
+    uri = tracking_uri(root)
+    key = (uri, mode, str(root))
+    if key not in _resolved:
+        try:
+            check_reachable(uri)
+            _resolved[key] = uri
+        except TrackingUnreachable as e:
+            if mode != "local":
+                raise
+            local = f"sqlite:///{(root / 'mlflow.db').as_posix()}"
+            print(f"warning: {e.summary}; {FALLBACK_ENV}=local: logging to {local} instead "  # type: ignore
+                  f"(see it with: mlflow ui --backend-store-uri {local})", file=sys.stderr)
+            _resolved[key] = local
+    return _resolved[key]
 
 
 def params_hash(params: dict) -> str:
@@ -142,8 +222,7 @@ def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
     In a stage process (see `start_worker`) the MLflow calls run in a forked logger process, so
     MLflow's import and store set-up overlap the stage's own work; elsewhere they run in-process.
     """
-    uri = tracking_uri(root)
-    check_reachable(uri)
+    uri = resolve_uri(root)  # reachable, or the local fallback, or TrackingUnreachable
     if _worker is not None:
         with _worker.run(root, uri, stage, params, pair, warning, item) as proxy:
             yield proxy
@@ -165,4 +244,4 @@ def start_worker(root: Path) -> None:
     global _worker
     from dreamsolo.tracking_worker import Worker
 
-    _worker = Worker.start(tracking_uri(root))
+    _worker = Worker.start(resolve_uri(root))  # an unreachable server stops the stage before the fork

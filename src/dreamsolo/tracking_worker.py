@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 
-def _serve(conn, uri: str) -> None:
+def _serve(conn, stage_end, uri: str) -> None:
     import signal
 
+    stage_end.close()  # else the pipe never reports EOF when the stage dies (e.g. SIGKILL)
     from dreamsolo import tracking
 
     # Ctrl-C reaches the whole process group: let the stage decide, and close its run as FAILED
@@ -100,8 +101,9 @@ class Worker:
             return None  # no fork (Windows, macOS default) or too late to fork safely: log in-process
         ctx = mp.get_context("fork")
         ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(theirs, uri), daemon=True, name="dreamsolo-mlflow")
+        proc = ctx.Process(target=_serve, args=(theirs, ours, uri), daemon=True, name="dreamsolo-mlflow")
         proc.start()
+        theirs.close()
         worker = cls(proc, ours)
         # The logger ignores SIGTERM, so multiprocessing's exit hook (terminate, then join) would wait
         # forever: stop it first (atexit runs hooks last-in first-out).

@@ -133,9 +133,9 @@ def materialise_base(preset: Preset, dest: Path, root: Path) -> dict:
         pipe = _single_file(preset, root, common)
         info |= {"config": preset.config, "sha256": _sha256(_local(preset.source, root))}  # not a DVC dep
     elif kind == "folder":
-        pipe = StableDiffusionPipeline.from_pretrained(_local(preset.source, root), **common)
+        pipe = StableDiffusionPipeline.from_pretrained(_local(preset.source, root), use_safetensors=True, **common)
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(preset.source, revision=preset.revision, **common)
+        pipe = StableDiffusionPipeline.from_pretrained(preset.source, revision=preset.revision, use_safetensors=True, **common)
         info["resolved_revision"] = pipe.config.get("_commit_hash") or _hub_commit(preset)
     pipe.save_pretrained(dest, safe_serialization=True)
     return info

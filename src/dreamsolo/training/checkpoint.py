@@ -26,6 +26,10 @@ META = "meta.json"  # written last: a folder without it is incomplete
 HISTORY = "history.json"
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be restored (corrupt, or not what this code writes): delete it."""
+
+
 def fingerprint(settings: dict, files: list[Path]) -> str:
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for f in files:
@@ -85,16 +89,25 @@ def latest(folder: Path, fp: str) -> Path | None:
 
 def restore(ckpt: Path, trainable: dict[str, torch.Tensor], optimizer, lr_scheduler,
             generator: torch.Generator, scaler=None) -> int:
-    """Load a checkpoint into the live objects; returns its step."""
-    weights = load_file(ckpt / "weights.safetensors")
+    """Load a checkpoint into the live objects; returns its step. Refuses (CheckpointError) anything
+    that is not plain tensors and containers: a planted pickle payload is never executed."""
+    try:
+        weights = load_file(ckpt / "weights.safetensors")
+        state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+        step = json.loads((ckpt / META).read_text())["step"]
+    except Exception as e:  # noqa: BLE001 - safetensors, unpickling and JSON errors alike
+        why = (str(e).splitlines() or [""])[0]  # torch's unpickling advice (weights_only=False) is not ours
+        if type(e).__name__ == "UnpicklingError":
+            why = "it holds objects other than tensors and plain containers, refused without unpickling"
+        raise CheckpointError(f"{ckpt}: cannot be restored ({type(e).__name__}: {why}); "
+                              "delete this folder to start the stage over") from None
     missing = sorted(set(trainable) - set(weights))
     if missing:
-        raise ValueError(f"{ckpt}: checkpoint lacks {len(missing)} trainable tensors (e.g. {missing[0]}); "
-                         "delete the folder to start over")
+        raise CheckpointError(f"{ckpt}: checkpoint lacks {len(missing)} trainable tensors "
+                              f"(e.g. {missing[0]}); delete this folder to start the stage over")
     with torch.no_grad():
         for k, v in trainable.items():
             v.copy_(weights[k].to(v.device, v.dtype))
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     lr_scheduler.load_state_dict(state["lr_scheduler"])
     generator.set_state(state["generator"])
@@ -104,7 +117,7 @@ def restore(ckpt: Path, trainable: dict[str, torch.Tensor], optimizer, lr_schedu
         torch.cuda.set_rng_state_all(cuda_rng)  # dropout (LoRA) on the GPU draws from these
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    return json.loads((ckpt / META).read_text())["step"]
+    return step
 
 
 def history(ckpt: Path | None) -> list[dict]:

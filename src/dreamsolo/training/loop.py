@@ -136,7 +136,7 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
         {"cfg": dataclasses.asdict(cfg), "prompt": inp.prompt, "prior": inp.prior_prompt,
          "replay": inp.replay_prompt},
         [inp.image, inp.prior_latents, *([inp.replay_image] if inp.replay_image else []),
-         *sorted((inp.init_dir / "unet").glob("*.safetensors"))],
+         *sorted(inp.init_dir.rglob("*.safetensors"))],  # full or LoRA start weights, text encoder too
     )
     start = 0
     found = checkpoint.latest(inp.ckpt_dir, fp)
@@ -185,6 +185,13 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
             if stop["sig"]:
                 raise Interrupted(f"{desc}: stopped by {signal.Signals(stop['sig']).name} at step {step}; "
                                   f"checkpoint saved in {inp.ckpt_dir}, the next run resumes there")
+    bad = [k for k, p in trainable.items() if not torch.isfinite(p).all()]
+    if bad:  # a finite last loss does not prove the last optimizer step kept the weights finite
+        raise TrainingDiverged(
+            f"{desc}: {len(bad)} trained tensors are not finite after step {cfg.steps} (e.g. {bad[0]}; "
+            f"last finite loss: {last_finite}); nothing was saved. Look at lr={cfg.lr}, "
+            f"prior_weight={cfg.prior_weight}, max_grad_norm={cfg.max_grad_norm} and the mixed-precision setting."
+        )
     seconds = time.perf_counter() - t0
     summary = {"steps": cfg.steps, "resumed_from": start, "seconds": round(seconds, 3),
                "s_per_step": round(seconds / max(cfg.steps - start, 1), 5), "device": str(dev),

@@ -5,7 +5,8 @@ set -euo pipefail
 runs=${1:-3}
 cd "$(dirname "$0")/.."
 for i in $(seq "$runs"); do
-  rm -rf data/prepared data/priors data/samples models/base models/.checkpoints reports/pairs reports/train
+  rm -rf data/prepared data/priors data/samples data/samples_base models/base models/.checkpoints \
+    reports/pairs reports/pairs_base reports/train reports/compare
   find models -mindepth 1 -maxdepth 1 -type d ! -name base -exec rm -rf {} +
   echo "== run $i"
   # --no-run-cache: rebuild for real instead of restoring earlier results from DVC's run cache

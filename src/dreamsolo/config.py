@@ -3,111 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 
 from dreamsolo.paths import check_id
+from dreamsolo.strict import ParamsError, blame, build, non_negative, positive, suggest
+
+__all__ = ["ParamsError", "build", "load_study", "Study", "Train"]
 
 CATEGORIES = ("object", "animal", "human")
-
-
-class ParamsError(ValueError):
-    """A params.yaml problem; the message names the key."""
-
-
-def _suggest(key: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _blame(err: ParamsError, where: str, origin: dict[str, str], context: str) -> ParamsError:
-    """`<where>.<key>: ...` -> `<layer that set key>.<key>: ... (<context>)`; other messages unchanged."""
-    msg = str(err)
-    if msg.startswith(f"{where}."):
-        key = msg[len(where) + 1:].split(":", 1)[0].split("[", 1)[0]
-        if key in origin:
-            return ParamsError(f"{origin[key]}{msg[len(where):]} ({context})")
-    return err
-
-
-def _check_type(where: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(where, value, arg)
-            except ParamsError:
-                continue
-        raise ParamsError(f"{where}: expected {hint}, got {value!r}")
-    if origin is Literal:
-        if value not in typing.get_args(hint):
-            options = ", ".join(map(str, typing.get_args(hint)))
-            hint_ = _suggest(value, map(str, typing.get_args(hint))) if isinstance(value, str) else ""
-            raise ParamsError(f"{where}: {value!r} is not one of: {options}{hint_}")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list):
-            raise ParamsError(f"{where}: expected a list, got {value!r}")
-        (inner,) = typing.get_args(hint)[:1]
-        return tuple(_check_type(f"{where}[{i}]", v, inner) for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ParamsError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ParamsError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if hint in (str, bool) and not isinstance(value, hint):
-        raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r}")
-    return value
-
-
-def build(cls: type, data: Any, where: str) -> Any:
-    """Make a frozen dataclass from a mapping: every key known, every value of its type, defaults kept."""
-    if not isinstance(data, dict):
-        raise ParamsError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise ParamsError(f"{where}.{key}: unknown key{_suggest(key, fields)}")
-    values = {}
-    for name, f in fields.items():
-        if name in data:
-            values[name] = _check_type(f"{where}.{name}", data[name], hints[name])
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ParamsError(f"{where}.{name}: missing required key")
-    obj = cls(**values)
-    check = getattr(obj, "validate", None)
-    if check:
-        check(where)
-    return obj
-
-
-def positive(where: str, **values: float | int | None) -> None:
-    for key, v in values.items():
-        if v is not None and v <= 0:
-            raise ParamsError(f"{where}.{key}: must be > 0, got {v}")
-
-
-def non_negative(where: str, **values: float | int | None) -> None:
-    for key, v in values.items():
-        if v is not None and v < 0:
-            raise ParamsError(f"{where}.{key}: must be >= 0, got {v}")
 
 
 @dataclass(frozen=True)
@@ -294,12 +201,12 @@ class Study:
 
     def pair(self, pair_id: str) -> Pair:
         if pair_id not in self.pairs:
-            raise ParamsError(f"pairs.{pair_id}: no such pair{_suggest(pair_id, self.pairs)}")
+            raise ParamsError(f"pairs.{pair_id}: no such pair{suggest(pair_id, self.pairs)}")
         return self.pairs[pair_id]
 
     def class_noun(self, class_id: str) -> str:
         if class_id not in self.classes:
-            raise ParamsError(f"classes.{class_id}: no such class{_suggest(class_id, self.classes)}")
+            raise ParamsError(f"classes.{class_id}: no such class{suggest(class_id, self.classes)}")
         return self.classes[class_id]
 
     def train(self, pair_id: str, stage: Literal["train_scene", "train_instance"]) -> Train:
@@ -311,7 +218,7 @@ class Study:
                               f"got {section!r}")
         for key in section:
             if key not in ("defaults", "by_category"):
-                raise ParamsError(f"{stage}.{key}: unknown key{_suggest(key, ('defaults', 'by_category'))}")
+                raise ParamsError(f"{stage}.{key}: unknown key{suggest(key, ('defaults', 'by_category'))}")
         if set(section) != {"defaults", "by_category"}:
             raise ParamsError(f"{stage}: expected exactly two keys, `defaults` and `by_category`")
         by_cat = section["by_category"] or {}
@@ -320,7 +227,7 @@ class Study:
         for cat in by_cat:
             if cat not in CATEGORIES:
                 raise ParamsError(f"{stage}.by_category.{cat}: unknown category"
-                                  f"{_suggest(str(cat), CATEGORIES)}")
+                                  f"{suggest(str(cat), CATEGORIES)}")
         known = [f.name for f in dataclasses.fields(Train)]
         # (where, overrides, merged for this pair?): every category's overrides are checked, so a typo
         # in a category no pair uses yet does not wait for the first such pair
@@ -335,7 +242,7 @@ class Study:
                 raise ParamsError(f"{where_layer}: expected a mapping, got {layer!r}")
             for key in layer:
                 if key not in known:
-                    raise ParamsError(f"{where_layer}.{key}: unknown key{_suggest(key, known)}")
+                    raise ParamsError(f"{where_layer}.{key}: unknown key{suggest(key, known)}")
             if use:
                 merged.update(layer)
                 origin.update(dict.fromkeys(layer, where_layer))
@@ -346,7 +253,7 @@ class Study:
         try:
             cfg = build(Train, merged, where)
         except ParamsError as e:  # name the layer that set the bad value, not the merged result
-            raise _blame(e, where, origin, f"{stage} of pair {pair_id}, category {pair.category}") from None
+            raise blame(e, where, origin, f"{stage} of pair {pair_id}, category {pair.category}") from None
         cap = self.preset.train_steps
         if cap is not None and cfg.steps > cap:
             cfg = dataclasses.replace(cfg, steps=cap)
@@ -365,7 +272,7 @@ def load_study(root: Path, params_file: str = "params.yaml") -> Study:
         raise ParamsError(f"{path}: expected a mapping of sections")
     for key in raw:
         if key not in TOP_KEYS:
-            raise ParamsError(f"{key}: unknown params section{_suggest(key, TOP_KEYS)}")
+            raise ParamsError(f"{key}: unknown params section{suggest(key, TOP_KEYS)}")
     for key in TOP_KEYS:
         if key not in raw:
             raise ParamsError(f"{key}: missing params section")
@@ -380,7 +287,7 @@ def load_study(root: Path, params_file: str = "params.yaml") -> Study:
     if not isinstance(name, str):
         raise ParamsError(f"model.preset: expected a preset name, got {name!r}")
     if name not in presets:
-        raise ParamsError(f"model.preset: unknown preset {name!r}{_suggest(str(name), presets)} "
+        raise ParamsError(f"model.preset: unknown preset {name!r}{suggest(str(name), presets)} "
                           f"(known: {', '.join(presets)})")
     for other, entry in presets.items():  # a broken preset fails now, not when someone switches to it
         build(Preset, entry, f"presets.{other}")
@@ -396,7 +303,7 @@ def load_study(root: Path, params_file: str = "params.yaml") -> Study:
         for key in ("scene_class", "instance_class"):
             cid = getattr(pair, key)
             if cid not in classes:
-                raise ParamsError(f"pairs.{pid}.{key}: {cid!r} is not a key of `classes`{_suggest(cid, classes)}")
+                raise ParamsError(f"pairs.{pid}.{key}: {cid!r} is not a key of `classes`{suggest(cid, classes)}")
         pairs[pid] = pair
     if not pairs:
         raise ParamsError("pairs: the study needs at least one pair")

@@ -6,7 +6,8 @@
 --lazy-dynamo no torch._dynamo import at start-up: diffusers.utils.torch_utils is imported while
               torch._dynamo is hidden (it falls back to a no-op `maybe_allow_in_graph`), and
               torch.compiler.disable, which diffusers.hooks uses as a decorator at import time,
-              defers its `import torch._dynamo` to the decorated function's first call.
+              defers its `import torch._dynamo` to the decorated function's first call. Measured: not
+              enough, peft -> transformers.generation -> masking_utils imports torch._dynamo too.
 --components  load_pipeline loads UNet, VAE, CLIP text encoder, tokenizer and scheduler one by one
               instead of through StableDiffusionPipeline (whose module imports the single-file
               loaders, CLIP image processors, IP-adapter/LoRA mixins and every Karras scheduler,

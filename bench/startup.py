@@ -10,7 +10,8 @@
    and import self-time summed per top-level package.
 3. --what-if: isolated costs of the suspects (interpreter, torch, torch._dynamo, diffusers
    pipeline import, transformers CLIP, mlflow import and SQLite store, git, scipy, peft), median of
-   --runs; then train_scene to its first step with each proposed change (bench/_variant.py).
+   --runs; then train_scene to its first step with each proposed change (bench/_variant.py), and
+   from a warm stage server that forks per stage (bench/_warm.py, a prototype).
 
     python bench/startup.py --runs 3 --profile --what-if
 """
@@ -141,9 +142,8 @@ def what_if(root: Path, runs: int) -> dict:
     return res
 
 
-VARIANTS = {"as is": [], "no MLflow at all": ["--no-mlflow"], "lazy torch._dynamo": ["--lazy-dynamo"],
-            "component loading": ["--components"], "lazy dynamo + components": ["--lazy-dynamo", "--components"],
-            "all three": ["--no-mlflow", "--lazy-dynamo", "--components"]}
+VARIANTS = {"as is": [], "no MLflow at all": ["--no-mlflow"], "component loading": ["--components"],
+            "no MLflow + components": ["--no-mlflow", "--components"]}
 
 
 def variants(root: Path, pair: str, runs: int) -> dict:
@@ -157,6 +157,17 @@ def variants(root: Path, pair: str, runs: int) -> dict:
         res[name] = {k: [g[k] for g in got] for k in ("first_work_s", "total_s", "peak_rss_gb")}
         r = res[name]
         print(f"{name:<34}{fmt(r['first_work_s']):>24}{fmt(r['total_s']):>24}{fmt(r['peak_rss_gb']):>24}")
+    return res
+
+
+def warm(root: Path, pair: str, runs: int) -> dict:
+    """A warm stage server (bench/_warm.py): imports done once, each stage a fork; time from request."""
+    res = {}
+    for name, pre in (("warm server, MLflow in-process", []), ("warm server, no MLflow", ["--no-mlflow"])):
+        cmd = [PY, str(REPO / "bench/_warm.py"), *pre, "stages/train_scene.py", "--pair", pair]
+        got = [run_timed(cmd, root, marker("train_scene", pair), ready=b"READY") for _ in range(runs)]
+        res[name] = [g["first_work_s"] for g in got]
+        print(f"{name:<34}{fmt(res[name]):>24}{'(request to first step)':>30}")
     return res
 
 
@@ -187,6 +198,7 @@ def main(argv=None) -> None:
         if a.what_if:
             result["what_if"] = what_if(root, a.runs)
             result["variants"] = variants(root, a.pair, a.runs)
+            result["warm"] = warm(root, a.pair, a.runs)
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)

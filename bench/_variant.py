@@ -1,6 +1,6 @@
 """Run a stage with a proposed startup change applied from outside, to measure what it would gain.
 
-    python bench/_variant.py [--no-mlflow] [--lazy-dynamo] [--components] stages/train_scene.py --pair P
+    python bench/_variant.py [--no-mlflow] [--fast-exit] [--components] [--lazy-dynamo] stages/X.py --pair P
 
 --no-mlflow   no MLflow at all (no forked logger, stage_run a no-op): what MLflow still costs the stage.
 --lazy-dynamo no torch._dynamo import at start-up: diffusers.utils.torch_utils is imported while
@@ -12,6 +12,7 @@
               instead of through StableDiffusionPipeline (whose module imports the single-file
               loaders, CLIP image processors, IP-adapter/LoRA mixins and every Karras scheduler,
               scipy.stats included); save_pretrained writes the UNet and copies the rest.
+--fast-exit   when the stage function returns: atexit hooks, flush, os._exit(0) (no interpreter teardown).
 Not for production: a bench-only what-if. It prints which heavy modules were imported at exit.
 """
 
@@ -130,6 +131,24 @@ def report() -> None:
     print("variant: imported at exit: " + ", ".join(m for m in heavy if m in sys.modules), file=sys.stderr)
 
 
+def fast_exit() -> None:
+    """After the stage function returns: run the atexit hooks (the MLflow logger's stop), flush, and
+    os._exit(0) instead of tearing the interpreter down module by module."""
+    import os
+
+    import dreamsolo.cli as cli
+
+    real = cli.stage_main
+
+    def stage_main(*args, **kwargs):
+        real(*args, **kwargs)
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    cli.stage_main = stage_main
+
+
 def after_worker(fns) -> None:
     """Apply patches that import torch only after the stage has forked its MLflow logger."""
     import dreamsolo.tracking as tracking
@@ -144,7 +163,7 @@ def after_worker(fns) -> None:
 
 
 if __name__ == "__main__":
-    early = {"--no-mlflow": no_mlflow}
+    early = {"--no-mlflow": no_mlflow, "--fast-exit": fast_exit}
     late = {"--lazy-dynamo": lazy_dynamo, "--components": components}
     args, todo = sys.argv[1:], []
     while args and args[0] in {**early, **late}:

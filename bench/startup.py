@@ -100,50 +100,51 @@ def profile(root: Path, stage: str, pair: str) -> dict:
 
 
 def what_if(root: Path, runs: int) -> dict:
+    """Each suspect in a fresh process: seconds inside it (import/work) and the process's whole wall
+    time (the difference is interpreter start + teardown, which a stage pays too, after its work)."""
     db = f"sqlite:///{root / 'mlflow.db'}"
-    mlflow_store = ("import mlflow,time; t=time.perf_counter(); mlflow.set_tracking_uri('%s'); "
-                    "mlflow.set_experiment('dreamsolo'); print(time.perf_counter()-t)" % db)
-    mlflow_run = ("import mlflow,time; t=time.perf_counter(); mlflow.set_tracking_uri('%s'); "
-                  "e=mlflow.set_experiment('dreamsolo').experiment_id; "
-                  "r=mlflow.start_run(experiment_id=e); mlflow.log_params({'a':1}); mlflow.end_run(); "
-                  "print(time.perf_counter()-t)" % db)
     probes = {
         "python -c pass": "pass",
         "import torch": "import torch",
-        "import torch + torch._dynamo": "import torch, torch._dynamo",
+        "import torch, torch._dynamo": "import torch, torch._dynamo",
         "import diffusers.utils.torch_utils": "import diffusers.utils.torch_utils",
         "from diffusers import UNet2DConditionModel": "from diffusers import UNet2DConditionModel",
         "from diffusers import StableDiffusionPipeline": "from diffusers import StableDiffusionPipeline",
-        "import transformers CLIPTextModel": "from transformers import CLIPTextModel, CLIPTokenizer",
-        "import mlflow": "import mlflow",
-        "import scipy.stats": "import scipy.stats",
+        "from transformers import CLIPTextModel": "from transformers import CLIPTextModel, CLIPTokenizer",
         "import peft": "import peft",
+        "import scipy.stats": "import scipy.stats",
+        "import mlflow": "import mlflow",
         "import dreamsolo.training.loop": "import dreamsolo.training.loop",
+        "(mlflow imported) SQLite store + set_experiment": (
+            f"mlflow.set_tracking_uri('{db}'); mlflow.set_experiment('dreamsolo')", "import mlflow"),
+        "(mlflow imported) + start_run, log_params, end_run": (
+            f"mlflow.set_tracking_uri('{db}'); e = mlflow.set_experiment('dreamsolo').experiment_id; "
+            "mlflow.start_run(experiment_id=e); mlflow.log_params({'a': 1}); mlflow.end_run()", "import mlflow"),
     }
-    res: dict[str, list[float]] = {}
+    res: dict[str, dict[str, list[float]]] = {}
     for name, code in probes.items():
-        res[name] = []
+        code, setup = code if isinstance(code, tuple) else (code, "pass")
+        prog = f"import time\n{setup}\nt = time.perf_counter()\n{code}\nprint(time.perf_counter() - t)"
+        res[name] = {"inside_s": [], "process_s": []}
         for _ in range(runs):
             t = time.perf_counter()
-            subprocess.run([PY, "-c", code], cwd=root, env=env(root), check=True, capture_output=True)
-            res[name].append(time.perf_counter() - t)
-    for name, code in (("mlflow SQLite store + set_experiment (in-process)", mlflow_store),
-                       ("mlflow store + start_run + log_params + end_run", mlflow_run)):
-        res[name] = [float(subprocess.run([PY, "-c", code], cwd=root, env=env(root), check=True,
-                                          capture_output=True, text=True).stdout.split()[-1]) for _ in range(runs)]
-    res["git rev-parse HEAD"] = []
+            out = subprocess.run([PY, "-c", prog], cwd=root, env=env(root), check=True, capture_output=True, text=True)
+            res[name]["process_s"].append(time.perf_counter() - t)
+            res[name]["inside_s"].append(float(out.stdout.split()[-1]))
+    git = []
     for _ in range(runs):
         t = time.perf_counter()
         subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True)
-        res["git rev-parse HEAD"].append(time.perf_counter() - t)
-    print(f"\n{'what costs what (s, separate processes unless noted)':<56}{'median [min-max]':>22}")
-    for name, xs in res.items():
-        print(f"  {name:<54}{fmt(xs):>22}")
+        git.append(time.perf_counter() - t)
+    res["git rev-parse HEAD"] = {"inside_s": git, "process_s": git}
+    print(f"\n{'what costs what, each in a fresh process':<54}{'inside s':>22}{'process wall s':>24}")
+    for name, r in res.items():
+        print(f"  {name:<52}{fmt(r['inside_s']):>22}{fmt(r['process_s']):>24}")
     return res
 
 
 VARIANTS = {"as is": [], "no MLflow at all": ["--no-mlflow"], "component loading": ["--components"],
-            "no MLflow + components": ["--no-mlflow", "--components"]}
+            "os._exit after the stage": ["--fast-exit"], "components + os._exit": ["--components", "--fast-exit"]}
 
 
 def variants(root: Path, pair: str, runs: int) -> dict:

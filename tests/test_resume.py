@@ -100,7 +100,8 @@ def leftovers(root: Path) -> list[Path]:
 
 def start_stage(root: Path, uri: str) -> tuple[subprocess.Popen, Path]:
     log = root.parent / f"stage-{time.monotonic_ns()}.log"
-    e = {**env(root), "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(THREADS)}
+    e = {**env(root), "MLFLOW_TRACKING_URI": uri, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(THREADS),
+         "DREAMSOLO_WARM": "0"}  # the process-tree checks need the stage in this very process
     with open(log, "w") as fh:
         proc = subprocess.Popen([sys.executable, "stages/train_scene.py", "--pair", PAIR], cwd=root, env=e,
                                 stdout=fh, stderr=subprocess.STDOUT)

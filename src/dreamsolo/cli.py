@@ -26,6 +26,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def stage_main(fn: Callable[[Study, str | None], object], name: str, key: str | None = None) -> None:
     """Parse `--<key> ID`, load params, run one stage function; a user error exits 1 with one line."""
+    from dreamsolo.warm import handoff
+
+    handoff()  # on a CPU box: the rest runs in an already-warm process (see dreamsolo.warm)
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"DVC stage `{name}`")
     if key:
         parser.add_argument(f"--{key}", required=True, dest="item")

@@ -97,7 +97,9 @@ class Worker:
 
     @classmethod
     def start(cls, uri: str) -> Worker | None:
-        if "fork" not in mp.get_all_start_methods() or "torch" in sys.modules:
+        from dreamsolo.warm import fresh_fork
+
+        if "fork" not in mp.get_all_start_methods() or ("torch" in sys.modules and not fresh_fork()):
             return None  # no fork (Windows, macOS default) or too late to fork safely: log in-process
         ctx = mp.get_context("fork")
         ours, theirs = ctx.Pipe()

@@ -1,0 +1,291 @@
+"""Warm stage processes on CPU: a stage script hands itself to a server that has already imported
+torch, diffusers, transformers and the evaluators, and runs there in a fresh fork.
+
+Why: on a small CPU box most of a tiny-preset stage is interpreter start-up (`import diffusers` alone
+is ~5 s, and the study runs ~60 stage processes). The first stage starts the server
+(`python -m dreamsolo.warm SOCKET`); it exits after `DREAMSOLO_WARM_IDLE` seconds (default 60)
+without a request. Nothing about results changes: the stage script, the library and the params are
+read fresh in each fork (only third-party packages are preloaded), the fork gets the client's argv,
+working directory, environment and its stdin/stdout/stderr file descriptors, and the client exits
+with the stage's status. Signals sent to the client (Ctrl-C, DVC's SIGTERM) are forwarded; if the
+client is SIGKILLed, so is the stage.
+
+Off unless all hold: Linux (fork without exec is unsafe on macOS), no NVIDIA device (CUDA cannot be
+used in a process forked after the driver was touched, and on a GPU start-up is not what costs),
+`DREAMSOLO_WARM` is not `0`. One server per (interpreter, sys.path, package versions, thread env), in
+a private 0700 folder; it only serves its own user (SO_PEERCRED).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PRELOAD = ("torch", "diffusers", "diffusers.optimization", "transformers", "peft", "mlflow",
+           "open_clip", "lpips", "timm", "pandas")
+# Read by the preloaded packages at import time: a server only serves clients that agree on them.
+KEY_ENV = ("OMP_", "MKL_", "KMP_", "PYTHON", "HF_", "HUGGINGFACE", "TRANSFORMERS_", "DIFFUSERS_", "TORCH",
+           "PYTORCH_", "CUDA_", "TIMM_", "TOKENIZERS_", "DREAMSOLO_WARM")
+_FRESH = False  # True in a stage forked by the server, until the stage has run
+
+
+def fresh_fork() -> bool:
+    """True inside a stage forked by the warm server: third-party modules are imported, but no torch
+    op has run, so forking again (the MLflow logger) is as safe as in a cold process."""
+    return _FRESH
+
+
+def enabled() -> bool:
+    if os.environ.get("DREAMSOLO_WARM", "1") == "0" or _FRESH or not sys.platform.startswith("linux"):
+        return False
+    return not any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def handoff() -> None:
+    """Run this stage script in the warm server and exit with its status; return at once if warm
+    mode is off here (or this already is the server's fork)."""
+    if not enabled():
+        return
+    try:
+        conn = _connect()
+    except OSError as e:
+        print(f"dreamsolo: warm server unavailable ({e}); running this stage in a cold process", file=sys.stderr)
+        return
+    sys.exit(_client(conn))
+
+
+# ---------------------------------------------------------------- client
+
+
+def _key() -> str:
+    from importlib import metadata
+
+    versions = []
+    for dist in ("torch", "diffusers", "transformers", "peft", "mlflow", "open_clip_torch", "lpips", "timm"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions.append(f"{dist}={metadata.version(dist)}")
+    env = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(KEY_ENV))
+    blob = json.dumps([sys.executable, sys.path[1:], versions, env])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _private_dir() -> Path:
+    base = Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"dreamsolo-warm-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    st = base.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise OSError(f"{base} is not a private folder of this user")
+    return base
+
+
+def _connect() -> socket.socket:
+    folder = _private_dir()
+    path = folder / f"{_key()}.sock"
+    with open(folder / f"{path.stem}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one client starts the server; the others wait and connect
+        with contextlib.suppress(OSError):
+            return _dial(path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a dead server's socket
+        log = open(folder / f"{path.stem}.log", "ab")  # noqa: SIM115 - handed to the server
+        subprocess.Popen([sys.executable, "-m", "dreamsolo.warm", str(path)], stdin=subprocess.DEVNULL,
+                         stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd=folder)
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                return _dial(path)
+            time.sleep(0.02)
+        raise OSError(f"the warm server did not open {path} within 30 s (see {path.with_suffix('.log')})")
+
+
+def _dial(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _client(conn: socket.socket) -> int:
+    request = {"argv": [os.path.abspath(sys.argv[0]), *sys.argv[1:]], "cwd": os.getcwd(), "env": dict(os.environ)}
+    fds = [fd if _is_open(fd) else os.open(os.devnull, os.O_RDWR) for fd in (0, 1, 2)]
+    socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], fds)
+    reader = conn.makefile("r")
+    pid: list[int] = []
+    pending: list[int] = []
+
+    def forward(sig: int, _frame) -> None:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid[0], sig)
+        else:
+            pending.append(sig)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for line in reader:
+        msg = json.loads(line)
+        if "pid" in msg:
+            pid.append(msg["pid"])
+            for sig in pending:
+                forward(sig, None)
+        elif "status" in msg:
+            return _exit_code(msg["status"])
+    print("dreamsolo: the warm server went away before the stage finished", file=sys.stderr)
+    return 1
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):  # die of the same signal, as a cold process would have
+        sig = os.WTERMSIG(status)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        return 128 + sig
+    return os.waitstatus_to_exitcode(status)
+
+
+# ---------------------------------------------------------------- server
+
+
+def serve(path: str) -> None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)  # first, so clients can connect (and queue) while the imports run
+    sock.listen(64)
+    inode = os.stat(path).st_ino
+    t = time.perf_counter()
+    for name in PRELOAD:
+        try:
+            __import__(name)
+        except ImportError as e:
+            print(f"warm: not preloaded: {name} ({e})", flush=True)
+    if "diffusers" in sys.modules:  # the lazy attributes a stage touches
+        from diffusers import StableDiffusionPipeline, UNet2DConditionModel  # noqa: F401
+    print(f"warm: ready in {time.perf_counter() - t:.1f} s, pid {os.getpid()}", flush=True)
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # supervisors are reaped by the kernel
+    sock.settimeout(float(os.environ.get("DREAMSOLO_WARM_IDLE", "60")))
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except TimeoutError:
+            break
+        with conn:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            if struct.unpack("3i", creds)[1] != os.getuid():
+                continue
+            if os.fork() == 0:
+                sock.close()
+                _supervise(conn)
+    with contextlib.suppress(OSError):
+        if os.stat(path).st_ino == inode:  # still ours: not replaced by a newer server
+            os.unlink(path)
+
+
+def _supervise(conn: socket.socket) -> None:
+    """Forked per request: receive it, fork the stage, report its pid and exit status."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    code = 1
+    try:
+        msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+        buf = msg
+        while not buf.endswith(b"\n"):
+            more = conn.recv(1 << 20)
+            if not more:
+                raise EOFError("client closed the connection")
+            buf += more
+        request = json.loads(buf)
+        pid = os.fork()
+        if pid == 0:
+            conn.close()
+            _run_stage(request, fds)
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        status = _wait(pid, conn)
+        conn.sendall(json.dumps({"status": status}).encode() + b"\n")
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _wait(pid: int, conn: socket.socket) -> int:
+    """waitpid, but kill the stage if the client goes away: a client can only vanish without
+    forwarding a signal when it was SIGKILLed, and a cold stage would have died with it."""
+    import select
+
+    told = False
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        ready, _, _ = select.select([conn], [], [], 0.05)
+        if ready and not told and not conn.recv(1, socket.MSG_PEEK):
+            os.kill(pid, signal.SIGKILL)
+            told = True
+
+
+def _run_stage(request: dict, fds: list[int]) -> None:
+    """In the stage's fork: become `python ARGV...` as the client would have run it, then exit."""
+    import atexit
+    import runpy
+    import traceback
+
+    global _FRESH
+    _FRESH = True
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.environ["DREAMSOLO_WARM"] = "0"  # this process and its children run where they are, always
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.argv = request["argv"]
+    sys.path[0] = os.path.dirname(sys.argv[0])
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    code = 0
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if e.code is not None and not isinstance(e.code, int):
+            print(e.code, file=sys.stderr)
+    except BaseException:  # noqa: BLE001 - what the interpreter prints for an uncaught exception
+        traceback.print_exc()
+        code = 1
+    with contextlib.suppress(BaseException):
+        atexit._run_exitfuncs()
+    with contextlib.suppress(BaseException):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    # through the package, so the stages see this module's _FRESH (not a second copy named __main__)
+    from dreamsolo.warm import serve as _serve
+
+    _serve(sys.argv[1])

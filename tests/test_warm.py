@@ -1,0 +1,148 @@
+"""Warm stage processes (dreamsolo.warm): a stage handed to the warm server writes the same bytes, exits
+with the same status and message, and reacts to signals as the same stage run in a cold process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from studykit import env, make_study
+
+from dreamsolo import warm
+
+pytestmark = pytest.mark.skipif(not warm.enabled() and os.environ.get("DREAMSOLO_WARM") != "0",
+                                reason="warm mode is off on this machine (not Linux, or a GPU)")
+
+PAIR = "cat_grass"
+STEPS = 150
+EDITS = {"presets.tiny.train_steps": STEPS, "train.checkpoint_every": 5, "train.log_every": 5}
+IDLE = "30"  # own server for this module (the idle time is part of the server's key), gone soon after
+UNET = "unet/diffusion_pytorch_model.safetensors"
+
+
+def stage_env(root: Path, warm_on: bool, **extra: str) -> dict[str, str]:
+    e = {**env(root), "MLFLOW_TRACKING_URI": f"sqlite:///{(root.parent / 'mlflow.db').as_posix()}",
+         "DREAMSOLO_WARM": "1" if warm_on else "0", "DREAMSOLO_WARM_IDLE": IDLE, **extra}
+    return e
+
+
+def start(root: Path, args: list[str], warm_on: bool, **extra: str) -> subprocess.Popen:
+    log = root.parent / f"stderr-{time.monotonic_ns()}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, *args], cwd=root, env=stage_env(root, warm_on, **extra),
+                                stdout=subprocess.DEVNULL, stderr=fh)
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str, float]:
+    """Exit code, stderr, and the process's own peak RSS in MB (wait4 reports the one pid)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"{proc.args} did not finish in {timeout} s")
+        time.sleep(0.05)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, proc.log.read_text(), usage.ru_maxrss / 1024
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    root = make_study(tmp_path_factory.mktemp("warm") / "study", [PAIR], EDITS)
+    for args in (["stages/base.py"], ["stages/prepare.py", "--pair", PAIR],
+                 ["stages/generate_priors.py", "--class", "grass"]):
+        code, err, _ = finish(start(root, args, warm_on=True))
+        assert code == 0, err[-3000:]
+    return root
+
+
+def out_dir(root: Path) -> Path:
+    return root / "models" / PAIR / "scene"
+
+
+def ckpt_steps(root: Path) -> list[int]:
+    folder = root / "models" / ".checkpoints" / PAIR / "scene"
+    return sorted(int(p.name[5:]) for p in folder.glob("step-*")) if folder.is_dir() else []
+
+
+def clean(root: Path) -> None:
+    shutil.rmtree(out_dir(root), ignore_errors=True)
+    shutil.rmtree(root / "models" / ".checkpoints", ignore_errors=True)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not ckpt_steps(root):
+        assert proc.poll() is None, proc.log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
+def test_warm_stage_writes_the_same_bytes_as_a_cold_one(study):
+    args = ["stages/train_scene.py", "--pair", PAIR]
+    clean(study)
+    code, err, cold_rss = finish(start(study, args, warm_on=False))
+    assert code == 0, err[-3000:]
+    cold = (out_dir(study) / UNET).read_bytes()
+    clean(study)
+    code, err, warm_rss = finish(start(study, args, warm_on=True))
+    assert code == 0, err[-3000:]
+    assert f"{STEPS}/{STEPS}" in err  # the progress bar reached the client's stderr
+    assert (out_dir(study) / UNET).read_bytes() == cold
+    # the work ran in the server's fork, not in the client: a cold stage holds torch and the model
+    assert warm_rss < 150 < cold_rss, (warm_rss, cold_rss)
+
+
+def test_user_error_same_message_and_status(study):
+    args = ["stages/train_scene.py", "--pair", "no_such_pair"]
+    cold = finish(start(study, args, warm_on=False))
+    got = finish(start(study, args, warm_on=True))
+    assert got[0] == cold[0] == 1
+    assert got[1] == cold[1] and "no_such_pair" in got[1]
+
+
+def test_sigterm_is_forwarded_to_the_stage(study):
+    clean(study)
+    proc = start(study, ["stages/train_scene.py", "--pair", PAIR], warm_on=True)
+    wait_for_checkpoint(proc, study)
+    proc.send_signal(signal.SIGTERM)
+    code, err, _ = finish(proc, timeout=60)
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "stopped by SIGTERM at step" in last, err[-3000:]
+    assert not out_dir(study).exists()
+    clean(study)
+
+
+def test_a_killed_client_takes_its_stage_along(study):
+    clean(study)
+    proc = start(study, ["stages/train_scene.py", "--pair", PAIR], warm_on=True)
+    wait_for_checkpoint(proc, study)
+    proc.send_signal(signal.SIGKILL)
+    assert finish(proc, timeout=30)[0] == -signal.SIGKILL
+    time.sleep(1.0)  # the server polls for a vanished client every 0.05 s
+    seen = ckpt_steps(study)
+    time.sleep(3.0)  # ~40 more steps if the stage were still training
+    assert ckpt_steps(study) == seen and seen[-1] < STEPS, "the stage kept training after its client died"
+    assert not out_dir(study).exists()
+    clean(study)
+
+
+def test_off_switch_and_private_folder(monkeypatch, tmp_path):
+    monkeypatch.setenv("DREAMSOLO_WARM", "0")
+    assert not warm.enabled()
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    folder = warm._private_dir()
+    assert folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o755)  # readable by others: a server there could be reached by another user
+    with pytest.raises(OSError, match="not a private folder"):
+        warm._private_dir()

@@ -10,6 +10,7 @@ for i in $(seq "$runs"); do
   git clone -q "$src" "$work/study"
   echo "== run $i ($(git -C "$src" rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
   # PYTHONPATH: the clone's own library, not the one installed from this checkout
-  (cd "$work/study" && PYTHONPATH="$work/study/src" dvc repro 2>&1 | python "$src/bench/stage_times.py")
+  (cd "$work/study" && PYTHONPATH="$work/study/src" dvc repro 2>&1 | tee "$work/repro.log" \
+     | python "$src/bench/stage_times.py") || { echo "dvc repro failed:"; tail -c 3000 "$work/repro.log"; exit 1; }
   rm -rf "$work"
 done

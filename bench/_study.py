@@ -33,7 +33,8 @@ STAGES = {
 def env(root: Path, extra: dict | None = None) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if k not in ("DREAMSOLO_ROOT", "MLFLOW_TRACKING_URI")}
     e.update(GIT_AUTHOR_NAME="b", GIT_AUTHOR_EMAIL="b@b", GIT_COMMITTER_NAME="b", GIT_COMMITTER_EMAIL="b@b",
-             PYTHONWARNINGS="ignore", DREAMSOLO_WARM="0", **(extra or {}))  # cold unless asked
+             PYTHONWARNINGS="ignore", DREAMSOLO_WARM="0")  # cold unless asked
+    e.update(extra or {})
     return e
 
 

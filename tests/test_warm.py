@@ -149,6 +149,11 @@ def test_a_killed_client_takes_its_stage_along(study):
     clean(study)
 
 
+def test_bad_idle_setting_is_named(study):
+    code, err, _ = finish(start(study, ["stages/prepare.py", "--pair", PAIR], warm_on=True, DREAMSOLO_WARM_IDLE="1m"))
+    assert code == 1 and err.strip() == "error: DREAMSOLO_WARM_IDLE='1m': expected seconds > 0 (or DREAMSOLO_WARM=0 to switch off)"
+
+
 def test_off_switch_and_private_folder(monkeypatch, tmp_path):
     monkeypatch.setenv("DREAMSOLO_WARM", "0")
     assert not warm.enabled()

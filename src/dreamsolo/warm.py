@@ -56,12 +56,15 @@ def handoff() -> None:
     mode is off here (or this already is the server's fork)."""
     if not enabled():
         return
+    idle = os.environ.get("DREAMSOLO_WARM_IDLE", "60")
+    if not idle.replace(".", "", 1).isdigit() or float(idle) <= 0:
+        sys.exit(f"error: DREAMSOLO_WARM_IDLE={idle!r}: expected seconds > 0 (or DREAMSOLO_WARM=0 to switch off)")
     try:
-        conn = _connect()
-    except OSError as e:
+        code = _client(_connect())
+    except OSError as e:  # nothing has run yet: this process can still do the work itself
         print(f"dreamsolo: warm server unavailable ({e}); running this stage in a cold process", file=sys.stderr)
         return
-    sys.exit(_client(conn))
+    sys.exit(code)
 
 
 # ---------------------------------------------------------------- client
@@ -97,7 +100,7 @@ def _connect() -> socket.socket:
             return _dial(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a dead server's socket
-        log = open(folder / f"{path.stem}.log", "ab")  # noqa: SIM115 - handed to the server
+        log = open(folder / f"{path.stem}.log", "wb")  # noqa: SIM115 - the server keeps it
         subprocess.Popen([sys.executable, "-m", "dreamsolo.warm", str(path)], stdin=subprocess.DEVNULL,
                          stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd=folder)
         log.close()
@@ -120,10 +123,11 @@ def _dial(path: Path) -> socket.socket:
 
 
 def _client(conn: socket.socket) -> int:
+    """Send the request, forward signals to the stage, return its exit code. Raises OSError only
+    while nothing has started, so the caller may run the stage itself."""
     request = {"argv": [os.path.abspath(sys.argv[0]), *sys.argv[1:]], "cwd": os.getcwd(), "env": dict(os.environ)}
     fds = [fd if _is_open(fd) else os.open(os.devnull, os.O_RDWR) for fd in (0, 1, 2)]
     socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], fds)
-    reader = conn.makefile("r")
     pid: list[int] = []
     pending: list[int] = []
 
@@ -134,18 +138,28 @@ def _client(conn: socket.socket) -> int:
         else:
             pending.append(sig)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, forward)
-    for line in reader:
-        msg = json.loads(line)
-        if "pid" in msg:
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = {sig: signal.signal(sig, forward) for sig in caught}
+    try:
+        for line in conn.makefile("r"):
+            msg = json.loads(line)
+            if "status" in msg:
+                return _exit_code(msg["status"])
             pid.append(msg["pid"])
             for sig in pending:
                 forward(sig, None)
-        elif "status" in msg:
-            return _exit_code(msg["status"])
-    print("dreamsolo: the warm server went away before the stage finished", file=sys.stderr)
-    return 1
+    except OSError as e:
+        if not pid:
+            raise
+        print(f"dreamsolo: lost the warm server ({e})", file=sys.stderr)
+    if pid:
+        print("dreamsolo: the warm server went away before the stage finished", file=sys.stderr)
+        return 1
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+    if pending:  # stopped before anything started: do not start it here either
+        return 128 + pending[0]
+    raise OSError("it closed the connection before starting the stage")
 
 
 def _is_open(fd: int) -> bool:
@@ -177,8 +191,8 @@ def serve(path: str) -> None:
     for name in PRELOAD:
         try:
             __import__(name)
-        except ImportError as e:
-            print(f"warm: not preloaded: {name} ({e})", flush=True)
+        except Exception as e:  # noqa: BLE001 - a stage that needs it fails there, as it would cold
+            print(f"warm: not preloaded: {name} ({e!r})", flush=True)
     if "diffusers" in sys.modules:  # the lazy attributes a stage touches
         from diffusers import StableDiffusionPipeline, UNet2DConditionModel  # noqa: F401
     print(f"warm: ready in {time.perf_counter() - t:.1f} s, pid {os.getpid()}", flush=True)

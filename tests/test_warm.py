@@ -149,6 +149,37 @@ def test_a_killed_client_takes_its_stage_along(study):
     clean(study)
 
 
+def test_a_server_that_hangs_up_before_the_stage_starts_means_a_cold_run(study, tmp_path):
+    import socket
+    import threading
+
+    extra = {"XDG_RUNTIME_DIR": str(tmp_path)}  # a private folder of its own, so no real server there
+    where = subprocess.run([sys.executable, "-c", "from dreamsolo import warm; "
+                            "print(warm._private_dir() / (warm._key() + '.sock'))"],
+                           cwd=study, env=stage_env(study, True, **extra), capture_output=True, text=True, check=True)
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fake.bind(where.stdout.strip())
+    fake.listen(8)
+
+    def hang_up() -> None:  # accepts, then closes without an answer: like a server crashing mid-request
+        while True:
+            try:
+                conn, _ = fake.accept()
+            except OSError:
+                return
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    shutil.rmtree(study / "data/prepared" / PAIR, ignore_errors=True)
+    try:
+        code, err, _ = finish(start(study, ["stages/prepare.py", "--pair", PAIR], warm_on=True, **extra))
+    finally:
+        fake.close()
+    assert code == 0, err[-3000:]
+    assert "running this stage in a cold process" in err
+    assert (study / "data/prepared" / PAIR / "scene.png").is_file()
+
+
 def test_bad_idle_setting_is_named(study):
     code, err, _ = finish(start(study, ["stages/prepare.py", "--pair", PAIR], warm_on=True, DREAMSOLO_WARM_IDLE="1m"))
     assert code == 1 and err.strip() == "error: DREAMSOLO_WARM_IDLE='1m': expected seconds > 0 (or DREAMSOLO_WARM=0 to switch off)"

@@ -59,12 +59,16 @@ def handoff() -> None:
     idle = os.environ.get("DREAMSOLO_WARM_IDLE", "60")
     if not idle.replace(".", "", 1).isdigit() or float(idle) <= 0:
         sys.exit(f"error: DREAMSOLO_WARM_IDLE={idle!r}: expected seconds > 0 (or DREAMSOLO_WARM=0 to switch off)")
-    try:
-        code = _client(_connect())
-    except OSError as e:  # nothing has run yet: this process can still do the work itself
-        print(f"dreamsolo: warm server unavailable ({e}); running this stage in a cold process", file=sys.stderr)
-        return
-    sys.exit(code)
+    for attempt in (1, 2):  # a server may exit for idleness just as we connect: then start another
+        try:
+            code = _client(_connect())
+        except OSError as e:  # nothing has run yet: this process can still do the work itself
+            if attempt == 2:
+                print(f"dreamsolo: warm server unavailable ({e}); running this stage in a cold process",
+                      file=sys.stderr)
+                return
+            continue
+        sys.exit(code)
 
 
 # ---------------------------------------------------------------- client

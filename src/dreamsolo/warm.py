@@ -98,6 +98,8 @@ def _private_dir() -> Path:
 def _connect() -> socket.socket:
     folder = _private_dir()
     path = folder / f"{_key()}.sock"
+    if len(os.fsencode(path)) > 100:  # AF_UNIX paths stop at 108 bytes
+        raise OSError(f"socket path {path} is too long; set XDG_RUNTIME_DIR to a shorter folder")
     with open(folder / f"{path.stem}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one client starts the server; the others wait and connect
         with contextlib.suppress(OSError):
@@ -105,13 +107,15 @@ def _connect() -> socket.socket:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a dead server's socket
         log = open(folder / f"{path.stem}.log", "wb")  # noqa: SIM115 - the server keeps it
-        subprocess.Popen([sys.executable, "-m", "dreamsolo.warm", str(path)], stdin=subprocess.DEVNULL,
-                         stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd=folder)
+        server = subprocess.Popen([sys.executable, "-m", "dreamsolo.warm", str(path)], stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd=folder)
         log.close()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
                 return _dial(path)
+            if server.poll() is not None:
+                raise OSError(f"the warm server exited with {server.returncode} (see {path.with_suffix('.log')})")
             time.sleep(0.02)
         raise OSError(f"the warm server did not open {path} within 30 s (see {path.with_suffix('.log')})")
 

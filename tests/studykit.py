@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -24,6 +25,19 @@ FAST: dict[str, Any] = {
     "train.log_every": 2,
     "prompts.recontext": ["a photo of {instance} in {scene} at night"],
 }
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch's intra-op thread count set to n for the block (bit-identity needs one thread count)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def set_key(params: dict, dotted: str, value: Any) -> None:

@@ -11,9 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
-from studykit import env, make_study
+from studykit import env, make_study, torch_threads
 
 PAIR = "cat_grass"
 THREADS = 1  # both runs alike (a thread count may change float reduction order); also fastest on 2 cores
@@ -49,10 +48,8 @@ def digests(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module", autouse=True)
 def threads():
     """Every in-process run of this module uses THREADS, like the subprocess."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(THREADS)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(THREADS):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +107,7 @@ def test_a_crashed_sample_leaves_nothing_and_reruns_cleanly(studies, tmp_path, m
     real_save = sampling.save_images
 
     def crash_after_writing(images, folder, *args, **kwargs):
-        names = real_save(images, folder, *args, **kwargs)
+        real_save(images, folder, *args, **kwargs)
         assert list(Path(folder).glob("*.png")), "nothing written before the crash"
         raise RuntimeError("simulated crash after the images were written")
 

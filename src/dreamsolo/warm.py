@@ -156,10 +156,9 @@ def _client(conn: socket.socket) -> int:
             pid.append(msg["pid"])
             for sig in pending:
                 forward(sig, None)
-    except OSError as e:
+    except OSError:
         if not pid:
             raise
-        print(f"dreamsolo: lost the warm server ({e})", file=sys.stderr)
     if pid:
         print("dreamsolo: the warm server went away before the stage finished", file=sys.stderr)
         return 1
@@ -255,15 +254,14 @@ def _wait(pid: int, conn: socket.socket) -> int:
     forwarding a signal when it was SIGKILLed, and a cold stage would have died with it."""
     import select
 
-    told = False
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:
             return status
         ready, _, _ = select.select([conn], [], [], 0.05)
-        if ready and not told and not conn.recv(1, socket.MSG_PEEK):
+        if ready and not conn.recv(1, socket.MSG_PEEK):
             os.kill(pid, signal.SIGKILL)
-            told = True
+            return os.waitpid(pid, 0)[1]
 
 
 def _run_stage(request: dict, fds: list[int]) -> None:

@@ -1,13 +1,15 @@
 """Images/s of class-image (prior) generation; prints ONE JSON line.
 
-Each config is SAMPLER:STEPS:BATCH. `dpm` and `ddim` go through dreamsolo.sampling.generate exactly
+Each config is SAMPLER:STEPS:BATCH[:PRECISION]. `dpm` and `ddim` go through dreamsolo.sampling.generate exactly
 as the generate_priors stage calls it (per-image seeded latents, inference_mode); `ref` is the
 reference script's path: a plain StableDiffusionPipeline call with DDIM, `pipe([prompt] * batch)`,
 no latents passed (diffusers examples/dreambooth/train_dreambooth.py generates class images so).
-All configs run in one process on the same loaded model, so their ratios are apples to apples.
+PRECISION (default --precision) is fp32 | bf16 | fp16 | auto, resolved as the stages resolve
+`priors.precision`; each precision gets its own freshly loaded copy of the model.
+All configs run in one process on the same model files, so their ratios are apples to apples.
 Image PNG writing and VAE re-encoding (the stage's latents) are not included in either path.
 
-    python bench/priors.py                                   # dpm:20:8 ddim:50:4 ref:50:4
+    python bench/priors.py            # dpm:20:8:auto ddim:50:4:auto ddim:50:4:fp32 ref:50:4:fp32
     python bench/priors.py --configs dpm:20:1 dpm:20:4 dpm:20:8 --images 16 --repeats 3
 """
 
@@ -30,14 +32,16 @@ PROMPT = "a photo of a cat"
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model-dir", type=Path, help="diffusers folder (default: models/base/tiny, else built)")
-    p.add_argument("--configs", nargs="+", default=["dpm:20:8", "ddim:50:4", "ref:50:4"],
-                   help="SAMPLER:STEPS:BATCH with SAMPLER in dpm | ddim | ref")
+    p.add_argument("--configs", nargs="+",
+                   default=["dpm:20:8:auto", "ddim:50:4:auto", "ddim:50:4:fp32", "ref:50:4:fp32"],
+                   help="SAMPLER:STEPS:BATCH[:PRECISION], SAMPLER in dpm | ddim | ref")
     p.add_argument("--images", type=int, default=8, help="images per timed repeat (rounded up to whole batches)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per config (after one warm-up batch)")
     p.add_argument("--resolution", type=int, help="px (default: the VAE's sample_size)")
     p.add_argument("--guidance-scale", type=float, default=7.5)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="fp32",
+                   help="for configs without their own")
     p.add_argument("--threads", type=int)
     return p.parse_args(argv)
 
@@ -84,6 +88,7 @@ def main(argv=None) -> None:
     import diffusers
 
     from dreamsolo.models.loading import device, load_pipeline
+    from dreamsolo.sampling import dtype_name, to_sampling_dtype
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -95,16 +100,20 @@ def main(argv=None) -> None:
         work = Path(tempfile.mkdtemp(prefix="dreamsolo-priors-"))
         model = work / "tiny"
         build_tiny(model, 0)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[a.dtype]
+    pipes = {}  # precision -> pipeline: casting one copy back and forth would round its fp32 weights
     try:
-        pipe = load_pipeline(model, dtype).to(device())
-        res = a.resolution or pipe.vae.config.sample_size
-        original = pipe.scheduler
         results = []
         for spec in a.configs:
-            kind, steps, batch = spec.split(":")
-            if kind not in ("dpm", "ddim", "ref"):
-                sys.exit(f"priors: {spec}: sampler must be dpm, ddim or ref")
+            kind, steps, batch, *rest = spec.split(":")
+            precision = rest[0] if rest else a.precision
+            if kind not in ("dpm", "ddim", "ref") or precision not in ("auto", "fp32", "bf16", "fp16"):
+                sys.exit(f"priors: {spec}: want SAMPLER:STEPS:BATCH[:PRECISION] (dpm|ddim|ref, auto|fp32|bf16|fp16)")
+            if precision not in pipes:
+                loaded = load_pipeline(model).to(device())
+                to_sampling_dtype(loaded, precision, "bench")
+                pipes[precision] = (loaded, loaded.scheduler)
+            pipe, original = pipes[precision]
+            res = a.resolution or pipe.vae.config.sample_size
             steps, batch = int(steps), int(batch)
             set_sampler(pipe, kind, original)
             n = -(-a.images // batch) * batch
@@ -112,18 +121,19 @@ def main(argv=None) -> None:
             secs = [run_config(pipe, kind, steps, batch, n, res, a.guidance_scale) / n for _ in range(a.repeats)]
             med = statistics.median(secs)
             results.append({"config": spec, "sampler": kind, "steps": steps, "batch": batch, "images": n,
+                            "dtype": dtype_name(pipe.unet.dtype),
                             "s_per_image": {"median": round(med, 4), "min": round(min(secs), 4),
                                             "max": round(max(secs), 4)},
                             "images_per_s": round(1 / med, 3)})
-            print(f"priors: {spec}: {med:.4f} s/image", file=sys.stderr)
+            print(f"priors: {spec} ({dtype_name(pipe.unet.dtype)}): {med:.4f} s/image", file=sys.stderr)
     finally:
         if work:
             shutil.rmtree(work, ignore_errors=True)
     by = {r["config"]: r["s_per_image"]["median"] for r in results}
     ratios = {f"{c}/{r}": round(by[c] / by[r], 3) for r in by if r.startswith("ref:") for c in by if c != r}
     print(json.dumps({
-        "bench": "priors", "model": str(model), "resolution": res, "dtype": a.dtype,
-        "device": str(pipe.device), "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "bench": "priors", "model": str(model), "resolution": res,
+        "device": str(device()), "torch": torch.__version__, "diffusers": diffusers.__version__,
         "threads": torch.get_num_threads(), "loadavg_start": [round(x, 2) for x in load_start],
         "loadavg_end": [round(x, 2) for x in os.getloadavg()],
         "results": results, "ratio_s_per_image_vs_ref": ratios,

@@ -64,6 +64,14 @@ def test_generate_priors(study):
         assert torch.all(lat["std"] > 0)
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["prompt"] == f"a photo of a {study.classes[c]}" and manifest["seeds"] == [0, 1]
+        assert manifest["precision"] == "auto" and manifest["dtype"] == _auto_dtype()
+        assert lat["mean"].dtype == torch.float32  # encoded by the fp32 VAE whatever the sampling dtype
+
+
+def _auto_dtype() -> str:
+    from dreamsolo.sampling import dtype_name, sampling_dtype
+
+    return dtype_name(sampling_dtype("auto", torch.device("cpu"), "sample"))
 
 
 def _unet(folder):
@@ -109,6 +117,9 @@ def test_sample(study):
     assert composed["prompt"] == "a photo of sks person in olis gravel path"
     assert composed["prompt_clean"] == "a photo of person in gravel path"
     assert all(Image.open(folder / r["file"]).size == (64, 64) for r in rows)
+    info = json.loads((folder / "sampling.json").read_text())
+    assert info["dtype"] == _auto_dtype() and info["precision"] == "auto" and info["device"] == "cpu"
+    assert info["weights"] == f"models/{PAIR}/instance" and info["steps"] == study.sample.steps
 
 
 def test_sample_base_is_the_floor(study):

@@ -15,6 +15,8 @@ from dreamsolo.strict import ParamsError, blame, build, non_negative, positive, 
 __all__ = ["ParamsError", "build", "load_study", "Study", "Train"]
 
 CATEGORIES = ("object", "animal", "human")
+# dtype of the sampling models; auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Priors:
     guidance_scale: float = 7.5
     batch_size: int = 8
     seed: int = 0
+    precision: Precision = "auto"
 
     def validate(self, where: str) -> None:
         positive(where, num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
@@ -146,6 +149,7 @@ class Sample:
     guidance_scale: float = 7.5
     batch_size: int = 8
     seed: int = 0
+    precision: Precision = "auto"
 
     def validate(self, where: str) -> None:
         positive(where, num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)

@@ -18,7 +18,8 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
 
     from dreamsolo import tracking
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import encode_latents, generate, save_images, use_fast_sampler
+    from dreamsolo.sampling import (dtype_name, encode_latents, generate, save_images, to_sampling_dtype,
+                                    use_fast_sampler)
 
     assert class_id is not None
     noun = study.class_noun(class_id)
@@ -31,14 +32,17 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
         run.tags({"class": class_id})
         pipe = load_pipeline(base_dir(study)).to(device())
         use_fast_sampler(pipe)
+        dtype = dtype_name(to_sampling_dtype(pipe, cfg.precision, "priors"))
+        run.tags({"dtype": dtype})
         with torch.inference_mode():
             images = generate(pipe, [prompt] * len(seeds), seeds, steps=cfg.steps,
                               guidance_scale=cfg.guidance_scale, resolution=study.preset.resolution,
                               batch_size=cfg.batch_size, desc=f"priors {class_id}")
+            pipe.vae.to(torch.float32)  # training encodes its own photo in fp32: cache priors alike
             latents = encode_latents(pipe.vae, images, cfg.batch_size)
         files = save_images(images, tmp)
         save_file(latents, tmp / "latents.safetensors")
-        manifest = {"class": class_id, "prompt": prompt, "seeds": seeds, "files": files, **params}
+        manifest = {"class": class_id, "prompt": prompt, "seeds": seeds, "files": files, **params, "dtype": dtype}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         run.artifact(tmp / "manifest.json")
         run.artifact(tmp / files[0], "examples")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 from pathlib import Path
 
 from dreamsolo.config import Study
@@ -44,7 +45,7 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
 
     from dreamsolo import tracking
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import generate, save_images, use_fast_sampler
+    from dreamsolo.sampling import dtype_name, generate, save_images, to_sampling_dtype, use_fast_sampler
 
     pair = study.pair(pair_id)
     cfg = study.sample
@@ -58,6 +59,7 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
     with tracking.stage_run(study.root, stage, params, pair=pair_id) as run, atomic_dir(out) as tmp:
         pipe = load_pipeline(weights).to(device())
         use_fast_sampler(pipe)
+        dtype = dtype_name(to_sampling_dtype(pipe, cfg.precision, "sample"))
         with torch.inference_mode():
             images = generate(pipe, [r.prompt for r, _ in jobs], [s for _, s in jobs], steps=cfg.steps,
                               guidance_scale=cfg.guidance_scale, resolution=study.preset.resolution,
@@ -68,12 +70,26 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
             w.writerow(MANIFEST)
             for name, (r, s) in zip(files, jobs):
                 w.writerow([name, r.kind, r.prompt, r.prompt_clean, s])
-        run.tags({"weights": str(weights.relative_to(study.root))})
+        info = _sampling_info(study, weights, dtype)
+        (tmp / "sampling.json").write_text(json.dumps(info, indent=2) + "\n")
+        run.tags({"weights": info["weights"], "dtype": dtype})
         run.artifact(tmp / "manifest.csv")
+        run.artifact(tmp / "sampling.json")
         grid = _grid(images, cols=cfg.num_images)
         grid.save(tmp / "grid.png")
         run.artifact(tmp / "grid.png")  # one row per prompt, one column per seed (the UI previews it)
     return out
+
+
+def _sampling_info(study: Study, weights: Path, dtype: str) -> dict:
+    """How the folder's images were made, beyond params.yaml: the dtype `auto` resolved to, and where."""
+    import torch
+
+    from dreamsolo.models.loading import device
+
+    return {"weights": str(weights.relative_to(study.root)), "sampler": "DPMSolverMultistepScheduler",
+            **dataclasses.asdict(study.sample), "resolution": study.preset.resolution, "dtype": dtype,
+            "device": str(device()), "torch": torch.__version__}
 
 
 def _grid(images, cols: int):
@@ -94,7 +110,6 @@ def adhoc(study: Study, pair_id: str, prompt: str, *, n: int, seed: int, stage: 
     Files are named `<prompt slug>-seed<seed>.png` (another prompt never overwrites them); `adhoc.json` in
     the folder records, per file, the prompt actually used, its template, seed, weights and sampler settings.
     """
-    import json
     import re
 
     study.pair(pair_id)  # an unknown pair fails here, before any heavy import
@@ -114,11 +129,12 @@ def adhoc(study: Study, pair_id: str, prompt: str, *, n: int, seed: int, stage: 
     import torch
 
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import generate, use_fast_sampler
+    from dreamsolo.sampling import dtype_name, generate, to_sampling_dtype, use_fast_sampler
 
+    cfg = study.sample
     pipe = load_pipeline(weights).to(device())
     use_fast_sampler(pipe)
-    cfg = study.sample
+    dtype = dtype_name(to_sampling_dtype(pipe, cfg.precision, "sample"))
     seeds = [seed + i for i in range(n)]
     with torch.inference_mode():
         images = generate(pipe, [text] * n, seeds, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
@@ -134,6 +150,7 @@ def adhoc(study: Study, pair_id: str, prompt: str, *, n: int, seed: int, stage: 
         paths.append(p)
         record[p.name] = {"prompt": text, "template": prompt, "seed": s, "pair": pair_id,
                           "weights": rel, "steps": cfg.steps,
-                          "guidance_scale": cfg.guidance_scale, "resolution": study.preset.resolution}
+                          "guidance_scale": cfg.guidance_scale, "resolution": study.preset.resolution,
+                          "dtype": dtype}
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     return paths

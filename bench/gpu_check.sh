@@ -98,6 +98,6 @@ fi
 run full-fp32 150 bench/train_step.py $SD --method full --mixed-precision no
 run lora-bf16 120 bench/train_step.py $SD --method lora --mixed-precision bf16
 run priors-sd15 120 bench/priors.py --model-dir "$WORK/sd15" --device $DEV --images 8 --repeats 1 \
-  --configs dpm:20:8 ref:50:4
+  --configs dpm:20:8:auto ddim:50:4:auto ref:50:4:fp16
 run tiny-fp32 90 bench/train_step.py --preset tiny --device $DEV --warmup $WARMUP --steps $STEPS
 note "done: $(wc -l < "$JSONL") lines in $JSONL"

@@ -38,7 +38,6 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
             images = generate(pipe, [prompt] * len(seeds), seeds, steps=cfg.steps,
                               guidance_scale=cfg.guidance_scale, resolution=study.preset.resolution,
                               batch_size=cfg.batch_size, desc=f"priors {class_id}")
-            pipe.vae.to(torch.float32)  # training encodes its own photo in fp32: cache priors alike
             latents = encode_latents(pipe.vae, images, cfg.batch_size)
         files = save_images(images, tmp)
         save_file(latents, tmp / "latents.safetensors")

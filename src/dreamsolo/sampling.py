@@ -84,6 +84,7 @@ def generate(
     return images
 
 
+@torch.no_grad()  # as the pipeline call itself, for callers outside inference_mode
 def decode(pipe, latents: torch.Tensor) -> list[Image.Image]:
     """Latents -> PIL images through the VAE in its own dtype (fp32 whatever the UNet ran in)."""
     vae = pipe.vae

@@ -71,4 +71,4 @@ def test_bf16_samples_match_fp32_up_to_rounding(tiny_pipe):
     other_seed = np.roll(fp32, 1, axis=0)  # the other prompt/seed: how far unrelated images are
     assert not np.array_equal(fp32, bf16)  # bf16 really ran
     err, unrelated = np.abs(fp32 - bf16).mean(), np.abs(fp32 - other_seed).mean()
-    assert err < 0.05 * unrelated, (err, unrelated)  # here: 0.6 vs 44.5 grey levels
+    assert err < 0.05 * unrelated, (err, unrelated)  # here: 0.47 vs 44.5 grey levels

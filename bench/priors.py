@@ -5,7 +5,8 @@ as the generate_priors stage calls it (per-image seeded latents, inference_mode)
 reference script's path: a plain StableDiffusionPipeline call with DDIM, `pipe([prompt] * batch)`,
 no latents passed (diffusers examples/dreambooth/train_dreambooth.py generates class images so).
 PRECISION (default --precision) is fp32 | bf16 | fp16 | auto, resolved as the stages resolve
-`priors.precision`; each precision gets its own freshly loaded copy of the model.
+`priors.precision` (`ref` casts the whole pipeline, as the reference script's `torch_dtype`;
+the others the UNet and text encoder, as the stages); each gets its own freshly loaded copy.
 All configs run in one process on the same model files, so their ratios are apples to apples.
 Image PNG writing and VAE re-encoding (the stage's latents) are not included in either path.
 
@@ -88,7 +89,7 @@ def main(argv=None) -> None:
     import diffusers
 
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import dtype_name, to_sampling_dtype
+    from dreamsolo.sampling import dtype_name, sampling_dtype, to_sampling_dtype
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -100,7 +101,7 @@ def main(argv=None) -> None:
         work = Path(tempfile.mkdtemp(prefix="dreamsolo-priors-"))
         model = work / "tiny"
         build_tiny(model, 0)
-    pipes = {}  # precision -> pipeline: casting one copy back and forth would round its fp32 weights
+    pipes = {}  # (precision, ref?) -> pipeline: casting one copy back and forth would round its weights
     try:
         results = []
         for spec in a.configs:
@@ -108,11 +109,15 @@ def main(argv=None) -> None:
             precision = rest[0] if rest else a.precision
             if kind not in ("dpm", "ddim", "ref") or precision not in ("auto", "fp32", "bf16", "fp16"):
                 sys.exit(f"priors: {spec}: want SAMPLER:STEPS:BATCH[:PRECISION] (dpm|ddim|ref, auto|fp32|bf16|fp16)")
-            if precision not in pipes:
+            key = (precision, kind == "ref")
+            if key not in pipes:
                 loaded = load_pipeline(model).to(device())
-                to_sampling_dtype(loaded, precision, "bench")
-                pipes[precision] = (loaded, loaded.scheduler)
-            pipe, original = pipes[precision]
+                if kind == "ref":  # the reference casts the whole pipeline (torch_dtype), VAE included
+                    loaded.to(dtype=sampling_dtype(precision, loaded.device, "bench"))
+                else:  # as the stages: UNet and text encoder; the VAE decodes in fp32
+                    to_sampling_dtype(loaded, precision, "bench")
+                pipes[key] = (loaded, loaded.scheduler)
+            pipe, original = pipes[key]
             res = a.resolution or pipe.vae.config.sample_size
             steps, batch = int(steps), int(batch)
             set_sampler(pipe, kind, original)

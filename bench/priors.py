@@ -112,10 +112,11 @@ def main(argv=None) -> None:
             key = (precision, kind == "ref")
             if key not in pipes:
                 loaded = load_pipeline(model).to(device())
+                dtype = sampling_dtype(precision, loaded.device, "bench")
                 if kind == "ref":  # the reference casts the whole pipeline (torch_dtype), VAE included
-                    loaded.to(dtype=sampling_dtype(precision, loaded.device, "bench"))
+                    loaded.to(dtype=dtype)
                 else:  # as the stages: UNet and text encoder; the VAE decodes in fp32
-                    to_sampling_dtype(loaded, precision, "bench")
+                    to_sampling_dtype(loaded, dtype)
                 pipes[key] = (loaded, loaded.scheduler)
             pipe, original = pipes[key]
             res = a.resolution or pipe.vae.config.sample_size

@@ -45,6 +45,29 @@ def test_unknown_precision_is_refused_by_params(tmp_path):
         load_study(root)
 
 
+@pytest.mark.parametrize("stage", ["priors", "sample"])
+def test_a_precision_the_device_cannot_run_stops_the_stage_before_any_work(tmp_path, monkeypatch, stage):
+    from studykit import make_study
+
+    from dreamsolo.config import load_study
+    from dreamsolo.priors import generate_priors
+    from dreamsolo.samples import sample_pair
+
+    root = make_study(tmp_path / "study", ["cat_grass"])
+    text = (root / "params.yaml").read_text()
+    section = text.index(f"\n{stage}:")
+    at = text.index("  precision: auto", section)
+    (root / "params.yaml").write_text(text[:at] + "  precision: fp16" + text[at + len("  precision: auto"):])
+    db = tmp_path / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db.as_posix()}")
+    study = load_study(root)
+    run = (lambda: generate_priors(study, "cat")) if stage == "priors" else (lambda: sample_pair(study, "cat_grass"))
+    with pytest.raises(ParamsError, match=rf"^{stage}\.precision: fp16 is for CUDA GPUs"):
+        run()  # no model on disk yet: it stops before loading one
+    assert not (root / "data/priors").exists() and not (root / "data/samples").exists()
+    assert not db.exists(), "no MLflow run is opened for a stage that cannot run"
+
+
 @pytest.fixture(scope="module")
 def tiny_pipe(tmp_path_factory):
     from dreamsolo.models.loading import load_pipeline
@@ -58,7 +81,7 @@ def tiny_pipe(tmp_path_factory):
 def _images(folder, load, precision: str) -> np.ndarray:
     pipe = load(folder)
     sampling.use_fast_sampler(pipe)
-    sampling.to_sampling_dtype(pipe, precision, "sample")
+    sampling.to_sampling_dtype(pipe, sampling.sampling_dtype(precision, pipe.device, "sample"))
     with torch.inference_mode():
         ims = sampling.generate(pipe, ["a photo of a cat", "a photo of a grass field"], [0, 1], steps=8,
                                 guidance_scale=7.5, resolution=64, batch_size=2)

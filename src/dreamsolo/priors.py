@@ -18,22 +18,23 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
 
     from dreamsolo import tracking
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import (dtype_name, encode_latents, generate, save_images, to_sampling_dtype,
-                                    use_fast_sampler)
+    from dreamsolo.sampling import (dtype_name, encode_latents, generate, sampling_dtype, save_images,
+                                    to_sampling_dtype, use_fast_sampler)
 
     assert class_id is not None
     noun = study.class_noun(class_id)
     cfg = study.priors
     prompt = class_prompt(noun)
     seeds = [cfg.seed + i for i in range(cfg.num_images)]
+    dtype = sampling_dtype(cfg.precision, device(), "priors")  # a setting this device can't run stops here
     params = {"class": class_id, "prompt": prompt, "preset": study.preset_name, **dataclasses.asdict(cfg)}
     out = priors_dir(study, class_id)
     with tracking.stage_run(study.root, "generate_priors", params, item=class_id) as run, atomic_dir(out) as tmp:
         run.tags({"class": class_id})
         pipe = load_pipeline(base_dir(study)).to(device())
         use_fast_sampler(pipe)
-        dtype = dtype_name(to_sampling_dtype(pipe, cfg.precision, "priors"))
-        run.tags({"dtype": dtype})
+        to_sampling_dtype(pipe, dtype)
+        run.tags({"dtype": dtype_name(dtype)})
         with torch.inference_mode():
             images = generate(pipe, [prompt] * len(seeds), seeds, steps=cfg.steps,
                               guidance_scale=cfg.guidance_scale, resolution=study.preset.resolution,
@@ -41,7 +42,8 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
             latents = encode_latents(pipe.vae, images, cfg.batch_size)
         files = save_images(images, tmp)
         save_file(latents, tmp / "latents.safetensors")
-        manifest = {"class": class_id, "prompt": prompt, "seeds": seeds, "files": files, **params, "dtype": dtype}
+        manifest = {"class": class_id, "prompt": prompt, "seeds": seeds, "files": files, **params,
+                    "dtype": dtype_name(dtype)}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         run.artifact(tmp / "manifest.json")
         run.artifact(tmp / files[0], "examples")

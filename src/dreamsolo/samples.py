@@ -45,10 +45,12 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
 
     from dreamsolo import tracking
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import dtype_name, generate, save_images, to_sampling_dtype, use_fast_sampler
+    from dreamsolo.sampling import (dtype_name, generate, sampling_dtype, save_images, to_sampling_dtype,
+                                    use_fast_sampler)
 
     pair = study.pair(pair_id)
     cfg = study.sample
+    dtype = sampling_dtype(cfg.precision, device(), "sample")  # a setting this device can't run stops here
     rows = pair_prompts(study.prompts, study.class_noun(pair.scene_class), study.class_noun(pair.instance_class))
     seeds = [cfg.seed + i for i in range(cfg.num_images)]
     jobs = [(r, s) for r in rows for s in seeds]
@@ -59,7 +61,7 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
     with tracking.stage_run(study.root, stage, params, pair=pair_id) as run, atomic_dir(out) as tmp:
         pipe = load_pipeline(weights).to(device())
         use_fast_sampler(pipe)
-        dtype = dtype_name(to_sampling_dtype(pipe, cfg.precision, "sample"))
+        to_sampling_dtype(pipe, dtype)
         with torch.inference_mode():
             images = generate(pipe, [r.prompt for r, _ in jobs], [s for _, s in jobs], steps=cfg.steps,
                               guidance_scale=cfg.guidance_scale, resolution=study.preset.resolution,
@@ -70,7 +72,7 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
             w.writerow(MANIFEST)
             for name, (r, s) in zip(files, jobs):
                 w.writerow([name, r.kind, r.prompt, r.prompt_clean, s])
-        info = _sampling_info(study, weights, dtype)
+        info = _sampling_info(study, weights, dtype_name(dtype))
         (tmp / "sampling.json").write_text(json.dumps(info, indent=2) + "\n")
         run.tags({"weights": info["weights"], "dtype": dtype})
         run.artifact(tmp / "manifest.csv")
@@ -129,12 +131,13 @@ def adhoc(study: Study, pair_id: str, prompt: str, *, n: int, seed: int, stage: 
     import torch
 
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import dtype_name, generate, to_sampling_dtype, use_fast_sampler
+    from dreamsolo.sampling import dtype_name, generate, sampling_dtype, to_sampling_dtype, use_fast_sampler
 
     cfg = study.sample
+    dtype = sampling_dtype(cfg.precision, device(), "sample")
     pipe = load_pipeline(weights).to(device())
     use_fast_sampler(pipe)
-    dtype = dtype_name(to_sampling_dtype(pipe, cfg.precision, "sample"))
+    to_sampling_dtype(pipe, dtype)
     seeds = [seed + i for i in range(n)]
     with torch.inference_mode():
         images = generate(pipe, [text] * n, seeds, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
@@ -151,6 +154,6 @@ def adhoc(study: Study, pair_id: str, prompt: str, *, n: int, seed: int, stage: 
         record[p.name] = {"prompt": text, "template": prompt, "seed": s, "pair": pair_id,
                           "weights": rel, "steps": cfg.steps,
                           "guidance_scale": cfg.guidance_scale, "resolution": study.preset.resolution,
-                          "dtype": dtype}
+                          "dtype": dtype_name(dtype)}
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     return paths

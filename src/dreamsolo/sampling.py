@@ -45,15 +45,13 @@ def sampling_dtype(precision: str, dev: torch.device, where: str) -> torch.dtype
     return DTYPES[precision]
 
 
-def to_sampling_dtype(pipe, precision: str, where: str) -> torch.dtype:
-    """Cast the UNet and text encoder for sampling; returns the dtype, which the outputs record.
+def to_sampling_dtype(pipe, dtype: torch.dtype) -> None:
+    """Cast the UNet and text encoder for sampling (`dtype` from `sampling_dtype`, resolved before any work).
 
     The VAE stays fp32 (its decode is a small share of the time; upcasting it is what diffusers does
     where reduced precision hurts, as SDXL's VAE), so latents encoded later stay exact."""
-    dtype = sampling_dtype(precision, pipe.device, where)
     pipe.unet.to(dtype=dtype)
     pipe.text_encoder.to(dtype=dtype)
-    return dtype
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -59,6 +59,7 @@ def test_a_precision_the_device_cannot_run_stops_the_stage_before_any_work(tmp_p
     at = text.index("  precision: auto", section)
     (root / "params.yaml").write_text(text[:at] + "  precision: fp16" + text[at + len("  precision: auto"):])
     db = tmp_path / "mlflow.db"
+    monkeypatch.setattr("dreamsolo.models.loading.device", lambda: CPU)  # fp16 is refused on a CPU only
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db.as_posix()}")
     study = load_study(root)
     run = (lambda: generate_priors(study, "cat")) if stage == "priors" else (lambda: sample_pair(study, "cat_grass"))

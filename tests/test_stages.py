@@ -69,9 +69,10 @@ def test_generate_priors(study):
 
 
 def _auto_dtype() -> str:
+    from dreamsolo.models.loading import device
     from dreamsolo.sampling import dtype_name, sampling_dtype
 
-    return dtype_name(sampling_dtype("auto", torch.device("cpu"), "sample"))
+    return dtype_name(sampling_dtype("auto", device(), "sample"))
 
 
 def _unet(folder):
@@ -105,6 +106,7 @@ def test_train_instance_starts_from_stage_one_with_replay(study):
 
 
 def test_sample(study):
+    from dreamsolo.models.loading import device
     from dreamsolo.samples import sample_pair
 
     sample_pair(study, PAIR)
@@ -118,7 +120,7 @@ def test_sample(study):
     assert composed["prompt_clean"] == "a photo of person in gravel path"
     assert all(Image.open(folder / r["file"]).size == (64, 64) for r in rows)
     info = json.loads((folder / "sampling.json").read_text())
-    assert info["dtype"] == _auto_dtype() and info["precision"] == "auto" and info["device"] == "cpu"
+    assert info["dtype"] == _auto_dtype() and info["precision"] == "auto" and info["device"] == str(device())
     assert info["weights"] == f"models/{PAIR}/instance" and info["steps"] == study.sample.steps
 
 

@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     import diffusers
 
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import dtype_name, sampling_dtype, to_sampling_dtype
+    from dreamsolo.sampling import DTYPES, dtype_name, sampling_dtype, to_sampling_dtype
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -107,7 +107,7 @@ def main(argv=None) -> None:
         for spec in a.configs:
             kind, steps, batch, *rest = spec.split(":")
             precision = rest[0] if rest else a.precision
-            if kind not in ("dpm", "ddim", "ref") or precision not in ("auto", "fp32", "bf16", "fp16"):
+            if kind not in ("dpm", "ddim", "ref") or precision not in ("auto", *DTYPES):
                 sys.exit(f"priors: {spec}: want SAMPLER:STEPS:BATCH[:PRECISION] (dpm|ddim|ref, auto|fp32|bf16|fp16)")
             key = (precision, kind == "ref")
             if key not in pipes:

@@ -122,6 +122,10 @@ def test_sample(study):
     info = json.loads((folder / "sampling.json").read_text())
     assert info["dtype"] == _auto_dtype() and info["precision"] == "auto" and info["device"] == str(device())
     assert info["weights"] == f"models/{PAIR}/instance" and info["steps"] == study.sample.steps
+    import mlflow
+
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.dvc_stage = 'sample@{PAIR}'")
+    assert list(runs["tags.dtype"]) == [info["dtype"]]  # the same name in MLflow as in sampling.json
 
 
 def test_sample_base_is_the_floor(study):

@@ -17,9 +17,9 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
     from safetensors.torch import save_file
 
     from dreamsolo import tracking
-    from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import (dtype_name, encode_latents, generate, sampling_dtype, save_images,
-                                    to_sampling_dtype, use_fast_sampler)
+    from dreamsolo.models.loading import device
+    from dreamsolo.sampling import (dtype_name, encode_latents, generate, load_for_sampling, sampling_dtype,
+                                    save_images)
 
     assert class_id is not None
     noun = study.class_noun(class_id)
@@ -31,9 +31,7 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
     out = priors_dir(study, class_id)
     with tracking.stage_run(study.root, "generate_priors", params, item=class_id) as run, atomic_dir(out) as tmp:
         run.tags({"class": class_id})
-        pipe = load_pipeline(base_dir(study)).to(device())
-        use_fast_sampler(pipe)
-        to_sampling_dtype(pipe, dtype)
+        pipe = load_for_sampling(base_dir(study), dtype)
         run.tags({"dtype": dtype_name(dtype)})
         with torch.inference_mode():
             images = generate(pipe, [prompt] * len(seeds), seeds, steps=cfg.steps,

@@ -44,9 +44,8 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
     import torch
 
     from dreamsolo import tracking
-    from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import (dtype_name, generate, sampling_dtype, save_images, to_sampling_dtype,
-                                    use_fast_sampler)
+    from dreamsolo.models.loading import device
+    from dreamsolo.sampling import dtype_name, generate, load_for_sampling, sampling_dtype, save_images
 
     pair = study.pair(pair_id)
     cfg = study.sample
@@ -59,9 +58,7 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
     if stage != "sample":
         params["weights"] = str(weights.relative_to(study.root))
     with tracking.stage_run(study.root, stage, params, pair=pair_id) as run, atomic_dir(out) as tmp:
-        pipe = load_pipeline(weights).to(device())
-        use_fast_sampler(pipe)
-        to_sampling_dtype(pipe, dtype)
+        pipe = load_for_sampling(weights, dtype)
         with torch.inference_mode():
             images = generate(pipe, [r.prompt for r, _ in jobs], [s for _, s in jobs], steps=cfg.steps,
                               guidance_scale=cfg.guidance_scale, resolution=study.preset.resolution,
@@ -72,9 +69,9 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
             w.writerow(MANIFEST)
             for name, (r, s) in zip(files, jobs):
                 w.writerow([name, r.kind, r.prompt, r.prompt_clean, s])
-        info = _sampling_info(study, weights, dtype_name(dtype))
+        info = _sampling_info(study, weights, dtype_name(dtype), pipe.device)
         (tmp / "sampling.json").write_text(json.dumps(info, indent=2) + "\n")
-        run.tags({"weights": info["weights"], "dtype": dtype})
+        run.tags({"weights": info["weights"], "dtype": info["dtype"]})
         run.artifact(tmp / "manifest.csv")
         run.artifact(tmp / "sampling.json")
         grid = _grid(images, cols=cfg.num_images)
@@ -83,15 +80,13 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
     return out
 
 
-def _sampling_info(study: Study, weights: Path, dtype: str) -> dict:
+def _sampling_info(study: Study, weights: Path, dtype: str, device) -> dict:
     """How the folder's images were made, beyond params.yaml: the dtype `auto` resolved to, and where."""
     import torch
 
-    from dreamsolo.models.loading import device
-
     return {"weights": str(weights.relative_to(study.root)), "sampler": "DPMSolverMultistepScheduler",
             **dataclasses.asdict(study.sample), "resolution": study.preset.resolution, "dtype": dtype,
-            "device": str(device()), "torch": torch.__version__}
+            "device": str(device), "torch": torch.__version__}
 
 
 def _grid(images, cols: int):
@@ -130,14 +125,12 @@ def adhoc(study: Study, pair_id: str, prompt: str, *, n: int, seed: int, stage: 
 
     import torch
 
-    from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import dtype_name, generate, sampling_dtype, to_sampling_dtype, use_fast_sampler
+    from dreamsolo.models.loading import device
+    from dreamsolo.sampling import dtype_name, generate, load_for_sampling, sampling_dtype
 
     cfg = study.sample
-    dtype = sampling_dtype(cfg.precision, device(), "sample")
-    pipe = load_pipeline(weights).to(device())
-    use_fast_sampler(pipe)
-    to_sampling_dtype(pipe, dtype)
+    pipe = load_for_sampling(weights, sampling_dtype(cfg.precision, device(), "sample"))
+    dtype = pipe.unet.dtype
     seeds = [seed + i for i in range(n)]
     with torch.inference_mode():
         images = generate(pipe, [text] * n, seeds, steps=cfg.steps, guidance_scale=cfg.guidance_scale,

@@ -55,6 +55,16 @@ def to_sampling_dtype(pipe, dtype: torch.dtype) -> None:
     pipe.text_encoder.to(dtype=dtype)
 
 
+def load_for_sampling(folder: Path, dtype: torch.dtype):
+    """The pipeline at `folder` on this device, with the fast sampler, its UNet and text encoder in `dtype`."""
+    from dreamsolo.models.loading import device, load_pipeline
+
+    pipe = load_pipeline(folder).to(device())
+    use_fast_sampler(pipe)
+    to_sampling_dtype(pipe, dtype)
+    return pipe
+
+
 def dtype_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in DTYPES.items()}[dtype]
 

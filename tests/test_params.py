@@ -53,6 +53,14 @@ def test_the_real_params_load():
     assert study.preset_name in yaml.safe_load((REPO / "params.yaml").read_text())["presets"]
 
 
+@pytest.mark.parametrize("cap, priors, sample", [(10, 10, 10), (None, 20, 25), (30, 20, 25), (22, 20, 22)])
+def test_the_preset_caps_denoising_steps(tmp_path, cap, priors, sample):
+    """presets.<name>.sample_steps caps priors.steps and sample.steps (as train_steps caps training)."""
+    study = load_study(study_with(tmp_path, {"presets.tiny.sample_steps": cap, "priors.steps": 20,
+                                             "sample.steps": 25}))
+    assert (study.priors.steps, study.sample.steps) == (priors, sample)
+
+
 # (edits, the message's beginning, text it must also contain)
 UNKNOWN_KEYS = {
     "section": ({"trian": {}}, "trian: unknown params section", "did you mean 'train'?"),
@@ -107,6 +115,7 @@ BAD_VALUES = {
     "steps negative by category": ({"train_instance.by_category.human": {"steps": -5}},
                                    "train_instance.by_category.human.steps: must be > 0, got -5"),
     "preset step cap": ({"presets.tiny.train_steps": 0}, "presets.tiny.train_steps: must be > 0"),
+    "preset sampling cap": ({"presets.tiny.sample_steps": -1}, "presets.tiny.sample_steps: must be > 0"),
     "prior_weight": ({"train_scene.defaults.prior_weight": -0.1},
                      "train_scene.defaults.prior_weight: must be >= 0, got -0.1"),
     "replay_weight": ({"train_instance.defaults.replay_weight": -1},

@@ -26,10 +26,11 @@ class Preset:
     resolution: int = 512
     seed: int = 0
     train_steps: int | None = None
+    sample_steps: int | None = None  # caps priors.steps and sample.steps (denoising steps)
     config: str | None = None  # single-file sources: diffusers folder or hub id giving the architecture
 
     def validate(self, where: str) -> None:
-        positive(where, resolution=self.resolution, train_steps=self.train_steps)
+        positive(where, resolution=self.resolution, train_steps=self.train_steps, sample_steps=self.sample_steps)
         if self.resolution % 8:
             raise ParamsError(f"{where}.resolution: must be a multiple of 8, got {self.resolution}")
         suffix = Path(self.source).suffix
@@ -264,6 +265,12 @@ class Study:
         return cfg
 
 
+def cap_steps(cfg, cap: int | None):
+    """`cfg` (Priors or Sample) with its denoising steps capped by the preset: what actually runs, so
+    MLflow params, manifests and sampling.json record the steps used, not the requested ones."""
+    return cfg if cap is None or cfg.steps <= cap else dataclasses.replace(cfg, steps=cap)
+
+
 def load_study(root: Path, params_file: str = "params.yaml") -> Study:
     path = root / params_file
     try:
@@ -311,11 +318,14 @@ def load_study(root: Path, params_file: str = "params.yaml") -> Study:
         pairs[pid] = pair
     if not pairs:
         raise ParamsError("pairs: the study needs at least one pair")
+    preset = build(Preset, presets[name], f"presets.{name}")
     study = Study(
-        root=root, preset_name=name, preset=build(Preset, presets[name], f"presets.{name}"),
+        root=root, preset_name=name, preset=preset,
         prompts=build(Prompts, raw["prompts"], "prompts"), classes=dict(classes), pairs=pairs,
-        prepare=build(Prepare, raw["prepare"], "prepare"), priors=build(Priors, raw["priors"], "priors"),
-        sample=build(Sample, raw["sample"], "sample"), evaluate=build(Evaluate, raw["evaluate"], "evaluate"),
+        prepare=build(Prepare, raw["prepare"], "prepare"),
+        priors=cap_steps(build(Priors, raw["priors"], "priors"), preset.sample_steps),
+        sample=cap_steps(build(Sample, raw["sample"], "sample"), preset.sample_steps),
+        evaluate=build(Evaluate, raw["evaluate"], "evaluate"),
         raw=raw, tracking=build(Tracking, raw["tracking"], "tracking"),
     )
     for pid in pairs:  # fail on a bad train key now, not halfway through the study

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Wall time of the whole default study from clean (`dvc repro`, 8 pairs, tiny), split per stage.
 # Each run is a fresh `git clone` of this checkout's HEAD in a temporary folder (empty DVC cache and
-# run cache, new MLflow store), so nothing here is touched. Usage: bench/study.sh [runs=3]
+# run cache, new MLflow store), so nothing here is touched. `-f`: every stage runs, also those a clone
+# would skip because the committed reports already match (evaluate, when the samples come out
+# bit-identical to the committed dvc.lock). Usage: bench/study.sh [runs=3]
 set -euo pipefail
 runs=${1:-3}
 src=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,7 +12,7 @@ for i in $(seq "$runs"); do
   git clone -q "$src" "$work/study"
   echo "== run $i ($(git -C "$src" rev-parse --short HEAD), load $(cut -d' ' -f1-3 /proc/loadavg))"
   # PYTHONPATH: the clone's own library, not the one installed from this checkout
-  (cd "$work/study" && PYTHONPATH="$work/study/src" dvc repro 2>&1 | tee "$work/repro.log" \
+  (cd "$work/study" && PYTHONPATH="$work/study/src" dvc repro -f 2>&1 | tee "$work/repro.log" \
      | python "$src/bench/stage_times.py") || { echo "dvc repro failed:"; tail -c 3000 "$work/repro.log"; exit 1; }
   rm -rf "$work"
 done

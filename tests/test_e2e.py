@@ -100,6 +100,8 @@ def test_status_is_exact_per_setting(study):
     # another category's defaults do not touch these two animal pairs
     assert status_after(root, {"train_instance.by_category.human": {"lr": 3e-6}}) == set()
     assert status_after(root, {"evaluate.batch_size": 8}) == per_pair("evaluate")
+    # the preset's step caps: only the stages they cap (not `base`: the model does not depend on them)
+    assert status_after(root, {"presets.tiny.train_steps": 3}) == per_pair("train_scene", "train_instance")
     # the preset's denoising-step cap: every sampling stage, no training stage
     assert status_after(root, {"presets.tiny.sample_steps": 2}) == (
         per_pair("sample", "sample_base") | {f"generate_priors@{c}" for c in CLASSES})

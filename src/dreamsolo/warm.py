@@ -213,7 +213,7 @@ def serve(path: str) -> None:
     with contextlib.suppress(Exception):  # an internal name: optional
         from transformers.conversion_mapping import get_checkpoint_conversion_mapping
 
-        # transformers 5 compiles its weight-renaming table (~1,000 regexes, ~0.15 s) on a process's
+        # transformers 5 compiles its weight-renaming table (~1,000 regexes, ~0.05 s) on a process's
         # first from_pretrained; pure Python (no torch op), so it can be done once here for every fork
         get_checkpoint_conversion_mapping("clip")
     from PIL import Image

@@ -122,6 +122,7 @@ def test_sample(study):
     info = json.loads((folder / "sampling.json").read_text())
     assert info["dtype"] == _auto_dtype() and info["precision"] == "auto" and info["device"] == str(device())
     assert info["weights"] == f"models/{PAIR}/instance" and info["steps"] == study.sample.steps
+    assert info["sampler"] == "DPMSolverMultistepScheduler"  # read from the pipeline that ran
     import mlflow
 
     runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.dvc_stage = 'sample@{PAIR}'")

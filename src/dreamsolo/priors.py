@@ -30,9 +30,8 @@ def generate_priors(study: Study, class_id: str | None) -> Path:
     params = {"class": class_id, "prompt": prompt, "preset": study.preset_name, **dataclasses.asdict(cfg)}
     out = priors_dir(study, class_id)
     with tracking.stage_run(study.root, "generate_priors", params, item=class_id) as run, atomic_dir(out) as tmp:
-        run.tags({"class": class_id})
+        run.tags({"class": class_id, "dtype": dtype_name(dtype)})
         pipe = load_for_sampling(base_dir(study), dtype)
-        run.tags({"dtype": dtype_name(dtype)})
         with torch.inference_mode():
             images = generate(pipe, [prompt] * len(seeds), seeds, steps=cfg.steps,
                               guidance_scale=cfg.guidance_scale, resolution=study.preset.resolution,

@@ -69,7 +69,7 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
             w.writerow(MANIFEST)
             for name, (r, s) in zip(files, jobs):
                 w.writerow([name, r.kind, r.prompt, r.prompt_clean, s])
-        info = _sampling_info(study, weights, dtype_name(dtype), pipe.device)
+        info = _sampling_info(study, weights, dtype_name(dtype), pipe)
         (tmp / "sampling.json").write_text(json.dumps(info, indent=2) + "\n")
         run.tags({"weights": info["weights"], "dtype": info["dtype"]})
         run.artifact(tmp / "manifest.csv")
@@ -80,13 +80,13 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
     return out
 
 
-def _sampling_info(study: Study, weights: Path, dtype: str, device) -> dict:
-    """How the folder's images were made, beyond params.yaml: the dtype `auto` resolved to, and where."""
+def _sampling_info(study: Study, weights: Path, dtype: str, pipe) -> dict:
+    """How the folder's images were made, beyond params.yaml: the sampler and dtype that ran, and where."""
     import torch
 
-    return {"weights": str(weights.relative_to(study.root)), "sampler": "DPMSolverMultistepScheduler",
+    return {"weights": str(weights.relative_to(study.root)), "sampler": type(pipe.scheduler).__name__,
             **dataclasses.asdict(study.sample), "resolution": study.preset.resolution, "dtype": dtype,
-            "device": str(device), "torch": torch.__version__}
+            "device": str(pipe.device), "torch": torch.__version__}
 
 
 def _grid(images, cols: int):
@@ -129,8 +129,8 @@ def adhoc(study: Study, pair_id: str, prompt: str, *, n: int, seed: int, stage: 
     from dreamsolo.sampling import dtype_name, generate, load_for_sampling, sampling_dtype
 
     cfg = study.sample
-    pipe = load_for_sampling(weights, sampling_dtype(cfg.precision, device(), "sample"))
-    dtype = pipe.unet.dtype
+    dtype = sampling_dtype(cfg.precision, device(), "sample")
+    pipe = load_for_sampling(weights, dtype)
     seeds = [seed + i for i in range(n)]
     with torch.inference_mode():
         images = generate(pipe, [text] * n, seeds, steps=cfg.steps, guidance_scale=cfg.guidance_scale,

@@ -95,7 +95,7 @@ else
   jline full-bf16-gc-8bit 0 "skipped: bitsandbytes does not import here"
   run full-bf16-gc 150 bench/train_step.py $SD --method full --mixed-precision bf16 --gradient-checkpointing
 fi
-run full-fp32 150 bench/train_step.py $SD --method full --mixed-precision no
+run full-fp32 150 bench/train_step.py $SD --method full --mixed-precision fp32
 run lora-bf16 120 bench/train_step.py $SD --method lora --mixed-precision bf16
 run priors-sd15 120 bench/priors.py --model-dir "$WORK/sd15" --device $DEV --images 8 --repeats 1 \
   --configs dpm:20:8:auto ddim:50:4:auto ref:50:4:fp16

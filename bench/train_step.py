@@ -43,7 +43,7 @@ SD15_TEXT = dict(
     bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
 )
 # CLI flag -> (Train field, value that means "off"); a flag set to a non-default value needs the field.
-OPTIONS = {"method": ("method", "full"), "mixed_precision": ("mixed_precision", "no"),
+OPTIONS = {"method": ("method", "full"), "mixed_precision": ("mixed_precision", "fp32"),
            "gradient_checkpointing": ("gradient_checkpointing", False), "use_8bit_adam": ("use_8bit_adam", False)}
 
 
@@ -58,7 +58,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--resolution", type=int, help="px (default: 64 tiny, 512 sd15, or --model-dir's VAE size)")
     p.add_argument("--harness", choices=["stage", "step"], default="stage")
     p.add_argument("--method", choices=["full", "lora"], default="full")
-    p.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default="no")
+    p.add_argument("--mixed-precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--use-8bit-adam", action="store_true")
     p.add_argument("--set", action="append", default=[], metavar="KEY=YAML",
@@ -154,7 +154,7 @@ def synthetic_inputs(model: Path, work: Path, res: int, seed: int, replay: bool)
     from PIL import Image
     from safetensors.torch import save_file
 
-    from dreamsolo.training.loop import StageInputs
+    from dreamsolo.training.inputs import StageInputs
 
     vae = json.loads((model / "vae" / "config.json").read_text())
     lat = res // 2 ** (len(vae["block_out_channels"]) - 1)
@@ -215,7 +215,7 @@ def run_step(inp, cfg, n: int) -> tuple[list[float], float]:
     from diffusers import DDPMScheduler
 
     from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.training.loop import cache_inputs, make_batch
+    from dreamsolo.training.inputs import cache_inputs, make_batch
     from dreamsolo.training.loss import Groups, dreambooth_loss
     from dreamsolo.training.setup import autocast, grad_scaler, make_optimizer, prepare_model
 

@@ -1,7 +1,6 @@
 """DVC stage `base`: materialise the preset's base model as a diffusers folder in models/base/<preset>."""
 
-from dreamsolo.cli import stage_main
-from dreamsolo.models.base import base_stage
+from dreamsolo.stages import base, stage_main
 
 if __name__ == "__main__":
-    stage_main(base_stage, "base")
+    stage_main(base.run, "base")

@@ -1,7 +1,6 @@
 """DVC stage `evaluate@<pair>`: per-sample metrics and the pair's aggregates (reports/pairs/<pair>.*)."""
 
-from dreamsolo.cli import stage_main
-from dreamsolo.evaluation import evaluate_stage
+from dreamsolo.stages import evaluate, stage_main
 
 if __name__ == "__main__":
-    stage_main(evaluate_stage, "evaluate", "pair")
+    stage_main(evaluate.run, "evaluate", "pair")

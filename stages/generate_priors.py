@@ -1,7 +1,6 @@
 """DVC stage `generate_priors@<class>`: class images of the base model, shared by the pairs of a class."""
 
-from dreamsolo.cli import stage_main
-from dreamsolo.priors import generate_priors
+from dreamsolo.stages import generate_priors, stage_main
 
 if __name__ == "__main__":
-    stage_main(generate_priors, "generate_priors", "class")
+    stage_main(generate_priors.run, "generate_priors", "class")

@@ -1,7 +1,6 @@
 """DVC stage `prepare@<pair>`: validated, upright, square RGB copies of the pair's two photos."""
 
-from dreamsolo.cli import stage_main
-from dreamsolo.prepare import prepare_stage
+from dreamsolo.stages import prepare, stage_main
 
 if __name__ == "__main__":
-    stage_main(prepare_stage, "prepare", "pair")
+    stage_main(prepare.run, "prepare", "pair")

@@ -1,7 +1,6 @@
 """DVC stage `report`: study metrics, tables, plots, sample grids and reports/index.html."""
 
-from dreamsolo.cli import stage_main
-from dreamsolo.reporting import report_stage
+from dreamsolo.stages import report, stage_main
 
 if __name__ == "__main__":
-    stage_main(report_stage, "report")
+    stage_main(report.run, "report")

@@ -2,8 +2,7 @@
 
 from functools import partial
 
-from dreamsolo.cli import stage_main
-from dreamsolo.training.stage import train_pair
+from dreamsolo.stages import stage_main, train
 
 if __name__ == "__main__":
-    stage_main(partial(train_pair, stage="train_instance"), "train_instance", "pair")
+    stage_main(partial(train.run, stage="train_instance"), "train_instance", "pair")

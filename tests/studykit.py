@@ -94,3 +94,29 @@ def run(cmd: list[str], root: Path, check: bool = True, timeout: float = 900) ->
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
+
+
+CHAIN = ("base", "prepare", "generate_priors", "train_scene", "train_instance", "sample", "sample_base",
+         "evaluate", "report")
+
+
+def run_chain(study, pair: str, through: str = "generate_priors", classes=None) -> dict[str, object]:
+    """The stage functions in pipeline order for one pair, in-process, up to and including `through`;
+    priors for `classes` (default: the pair's two classes). Returns each stage's result by name.
+    MLFLOW_TRACKING_URI must point at a throwaway store."""
+    from functools import partial
+
+    from dreamsolo.stages import base, evaluate, generate_priors, prepare, report, sample, train
+
+    fns = {"base": lambda: base.run(study), "prepare": partial(prepare.run, study, pair),
+           "train_scene": partial(train.run, study, pair, "train_scene"),
+           "train_instance": partial(train.run, study, pair, "train_instance"),
+           "sample": partial(sample.run, study, pair), "sample_base": partial(sample.run_base, study, pair),
+           "evaluate": partial(evaluate.run, study, pair), "report": lambda: report.run(study)}
+    p = study.pair(pair)
+    classes = list(dict.fromkeys(classes or (p.scene_class, p.instance_class)))
+    fns["generate_priors"] = lambda: [generate_priors.run(study, c) for c in classes]
+    out = {}
+    for name in CHAIN[: CHAIN.index(through) + 1]:
+        out[name] = fns[name]()
+    return out

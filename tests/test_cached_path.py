@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from studykit import make_study
+from studykit import make_study, run_chain
 
 PAIR = "cat_grass"
 STEPS = 6
@@ -19,26 +19,21 @@ STEPS = 6
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     from dreamsolo.config import load_study
-    from dreamsolo.models.base import base_stage
-    from dreamsolo.prepare import prepare_stage
-    from dreamsolo.priors import generate_priors
-    from dreamsolo.training.stage import stage_inputs
+    from dreamsolo.stages.train import stage_inputs
 
     root = make_study(tmp_path_factory.mktemp("cached") / "study", [PAIR])
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{(root.parent / 'mlflow.db').as_posix()}")
         mp.chdir(root.parent)
         study = load_study(root)
-        base_stage(study)
-        prepare_stage(study, PAIR)
-        generate_priors(study, study.pair(PAIR).scene_class)
+        run_chain(study, PAIR, classes=[study.pair(PAIR).scene_class])
     return study, stage_inputs(study, PAIR, "train_scene")
 
 
 def uncached_inputs(pipe, inp):
     """What the reference script recomputes at every step, from the files on disk."""
     from dreamsolo.sampling import encode_latents
-    from dreamsolo.training.loop import Cached
+    from dreamsolo.training.inputs import Cached
 
     prior_dir = inp.prior_latents.parent
     files = json.loads((prior_dir / "manifest.json").read_text())["files"]
@@ -55,7 +50,7 @@ def losses(study, inp, cached_path: bool) -> list[float]:
     from diffusers import DDPMScheduler
 
     from dreamsolo.models.loading import load_pipeline
-    from dreamsolo.training.loop import cache_inputs, make_batch
+    from dreamsolo.training.inputs import cache_inputs, make_batch
     from dreamsolo.training.loss import Groups, dreambooth_loss
     from dreamsolo.training.setup import make_optimizer, prepare_model
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from studykit import make_study, run
+from studykit import make_study, run, run_chain
 
 PAIR = "cat_grass"
 PROMPT = "a photo of <S> cat in <V> grass field"
@@ -35,21 +35,12 @@ def _pixels(path: Path) -> np.ndarray:
 def trained(tmp_path_factory):
     """A one-pair study with both training stages run (in-process stage functions)."""
     from dreamsolo.config import load_study
-    from dreamsolo.models.base import base_stage
-    from dreamsolo.prepare import prepare_stage
-    from dreamsolo.priors import generate_priors
-    from dreamsolo.training.stage import train_pair
 
     root = make_study(tmp_path_factory.mktemp("cli") / "study", [PAIR])
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     study = load_study(root)
-    base_stage(study)
-    prepare_stage(study, PAIR)
-    for c in study.classes:
-        generate_priors(study, c)
-    for stage in ("train_scene", "train_instance"):
-        train_pair(study, PAIR, stage)
+    run_chain(study, PAIR, through="train_instance")
     samples = root / "data/samples" / PAIR  # as `sample@<pair>` leaves it: the command must not touch it
     samples.mkdir(parents=True)
     (samples / "manifest.csv").write_text("file,kind,prompt,prompt_clean,seed\n")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from studykit import env, make_study, torch_threads
+from studykit import env, make_study, run_chain, torch_threads
 
 PAIR = "cat_grass"
 THREADS = 1  # both runs alike (a thread count may change float reduction order); also fastest on 2 cores
@@ -21,21 +21,10 @@ THREADS = 1  # both runs alike (a thread count may change float reduction order)
 def run_chain(root: Path) -> None:
     """Every stage up to `sample` for PAIR, in-process (MLFLOW_TRACKING_URI must be set)."""
     from dreamsolo.config import load_study
-    from dreamsolo.models.base import base_stage
-    from dreamsolo.prepare import prepare_stage
-    from dreamsolo.priors import generate_priors
-    from dreamsolo.samples import sample_pair
-    from dreamsolo.training.stage import train_pair
 
     study = load_study(root)
     pair = study.pair(PAIR)
-    base_stage(study)
-    prepare_stage(study, PAIR)
-    for cls in sorted({pair.scene_class, pair.instance_class}):
-        generate_priors(study, cls)
-    train_pair(study, PAIR, "train_scene")
-    train_pair(study, PAIR, "train_instance")
-    sample_pair(study, PAIR)
+    run_chain(study, PAIR, through="sample", classes=sorted({pair.scene_class, pair.instance_class}))
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -95,7 +84,7 @@ def _leftovers(folder: Path) -> list[Path]:
 def test_a_crashed_sample_leaves_nothing_and_reruns_cleanly(studies, tmp_path, monkeypatch):
     from dreamsolo import sampling
     from dreamsolo.config import load_study
-    from dreamsolo.samples import sample_pair
+    from dreamsolo.stages.sample import run as sample_pair
 
     a, _ = studies
     root = tmp_path / "study"

@@ -62,8 +62,8 @@ def study(tmp_path_factory):
     import dreamsolo.metrics.evaluators as evaluators
     import dreamsolo.metrics.score as score
     from dreamsolo.config import load_study
-    from dreamsolo.evaluation import evaluate_stage
-    from dreamsolo.reporting import report_stage
+    from dreamsolo.stages.evaluate import run as evaluate_stage
+    from dreamsolo.stages.report import run as report_stage
 
     calls = {"load": 0, "score": []}
     real_load, real_score = evaluators.load_evaluators, score.score_samples

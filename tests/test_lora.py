@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from studykit import make_study
+from studykit import make_study, run_chain
 
 PAIR = "cat_grass"
 
@@ -17,28 +17,21 @@ PAIR = "cat_grass"
 def lora_study(tmp_path_factory):
     """A one-pair study trained with LoRA in both stages (in-process: no interpreter start-up per stage)."""
     from dreamsolo.config import load_study
-    from dreamsolo.models.base import base_stage
-    from dreamsolo.prepare import prepare_stage
-    from dreamsolo.priors import generate_priors
-    from dreamsolo.training.stage import train_pair
 
     root = make_study(tmp_path_factory.mktemp("lora") / "study", [PAIR], {"train.method": "lora"})
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     study = load_study(root)
-    base_stage(study)
-    prepare_stage(study, PAIR)
-    for c in study.classes:
-        generate_priors(study, c)
-    summaries = {s: train_pair(study, PAIR, s) for s in ("train_scene", "train_instance")}
+    ran = run_chain(study, PAIR, through="train_instance")
+    summaries = {s: ran[s] for s in ("train_scene", "train_instance")}
     yield study, summaries
     mp.undo()
 
 
 def _scene_batch(study, pipe):
     """Fixed latents, noise and timesteps for the scene prompt: a deterministic probe of a model."""
-    from dreamsolo.training.loop import cache_inputs
-    from dreamsolo.training.stage import stage_inputs
+    from dreamsolo.training.inputs import cache_inputs
+    from dreamsolo.stages.train import stage_inputs
 
     inp = stage_inputs(study, PAIR, "train_scene")
     cached = cache_inputs(pipe, inp, torch.device("cpu"))
@@ -63,7 +56,7 @@ def test_lora_writes_adapter_sized_diffusers_files(lora_study):
     from dreamsolo.models.loading import read_info
 
     study, _ = lora_study
-    scene, instance = (model_dir(study, PAIR, s) for s in ("train_scene", "train_instance"))
+    scene, instance = (model_dir(study.root, PAIR, s) for s in ("train_scene", "train_instance"))
     for folder, rank in ((scene, 4), (instance, 8)):  # Stage II = [scene | instance] on the rank axis
         assert read_info(folder)["method"] == "lora"
         assert not (folder / "unet").exists(), "a LoRA stage must not write a full UNet"
@@ -82,7 +75,7 @@ def test_lora_training_changes_only_adapter_weights(lora_study):
 
     study, _ = lora_study
     cfg = study.train(PAIR, "train_scene")
-    pipe = load_pipeline(base_dir(study))
+    pipe = load_pipeline(base_dir(study.root, study.preset_name))
     before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
     trainable = prepare_model(pipe, cfg, torch.device("cpu"))
     assert trainable and all("lora" in k for k in trainable)
@@ -114,11 +107,11 @@ def test_stage_two_starts_from_stage_one(lora_study):
     from dreamsolo.training.setup import prepare_model
 
     study, _ = lora_study
-    stage1 = load_pipeline(model_dir(study, PAIR, "train_scene"))
+    stage1 = load_pipeline(model_dir(study.root, PAIR, "train_scene"))
     sched = DDPMScheduler.from_config(stage1.scheduler.config)
     batch = _scene_batch(study, stage1)
     end_of_stage1 = _probe_loss(stage1.unet, sched, batch)
-    stage2 = load_pipeline(model_dir(study, PAIR, "train_scene"))
+    stage2 = load_pipeline(model_dir(study.root, PAIR, "train_scene"))
     prepare_model(stage2, study.train(PAIR, "train_instance"), torch.device("cpu"))
     assert _probe_loss(stage2.unet, sched, batch) == pytest.approx(end_of_stage1, rel=1e-5)
 
@@ -131,12 +124,12 @@ def test_saved_lora_loads_in_plain_diffusers_with_same_image(lora_study):
     from dreamsolo.sampling import generate, use_fast_sampler
 
     study, _ = lora_study
-    folder = model_dir(study, PAIR, "train_instance")
+    folder = model_dir(study.root, PAIR, "train_instance")
     prompt = "a photo of sks cat in olis grass field"
     ours = load_pipeline(folder)
     use_fast_sampler(ours)
     mine = generate(ours, [prompt], [7], steps=4, guidance_scale=7.5, resolution=64, batch_size=1)[0]
-    plain = StableDiffusionPipeline.from_pretrained(base_dir(study), safety_checker=None)
+    plain = StableDiffusionPipeline.from_pretrained(base_dir(study.root, study.preset_name), safety_checker=None)
     plain.load_lora_weights(folder)
     plain.scheduler = DPMSolverMultistepScheduler.from_config(plain.scheduler.config)
     latents = torch.randn((1, 4, 32, 32), generator=torch.Generator().manual_seed(7))

@@ -234,7 +234,7 @@ def test_pair_folders_match_params(tmp_path, monkeypatch):
 
 def test_prepare_stage_refuses_a_pair_without_folder(tmp_path, monkeypatch):
     from dreamsolo.images import ImageError
-    from dreamsolo.prepare import prepare_stage
+    from dreamsolo.stages.prepare import run as prepare_stage
 
     root = make_study(tmp_path / "study", ["cat_grass", "cat_brick"])
     monkeypatch.chdir(root)

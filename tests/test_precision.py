@@ -50,8 +50,8 @@ def test_a_precision_the_device_cannot_run_stops_the_stage_before_any_work(tmp_p
     from studykit import make_study
 
     from dreamsolo.config import load_study
-    from dreamsolo.priors import generate_priors
-    from dreamsolo.samples import sample_pair
+    from dreamsolo.stages.generate_priors import run as generate_priors
+    from dreamsolo.stages.sample import run as sample_pair
 
     root = make_study(tmp_path / "study", ["cat_grass"])
     text = (root / "params.yaml").read_text()

@@ -21,7 +21,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from studykit import edit_params, env, make_study, torch_threads
+from studykit import edit_params, env, make_study, run_chain, torch_threads
 
 PAIR = "cat_grass"
 STEPS = 40
@@ -44,18 +44,13 @@ def threads():
 @pytest.fixture(scope="module")
 def seed_study(tmp_path_factory, threads) -> Path:
     from dreamsolo.config import load_study
-    from dreamsolo.models.base import base_stage
-    from dreamsolo.prepare import prepare_stage
-    from dreamsolo.priors import generate_priors
 
     root = make_study(tmp_path_factory.mktemp("resume") / "seed", [PAIR], EDITS)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", sqlite_uri(root.parent / "mlflow.db"))
         mp.chdir(root.parent)  # MLflow's artifact folder (./mlruns) lands here, not in the repo
         study = load_study(root)
-        base_stage(study)
-        prepare_stage(study, PAIR)
-        generate_priors(study, study.pair(PAIR).scene_class)
+        run_chain(study, PAIR, classes=[study.pair(PAIR).scene_class])
     return root
 
 
@@ -66,7 +61,7 @@ def clone(seed: Path, dest: Path) -> Path:
 
 def train_in_process(root: Path, uri: str) -> dict:
     from dreamsolo.config import load_study
-    from dreamsolo.training.stage import train_pair
+    from dreamsolo.stages.train import run as train_pair
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)

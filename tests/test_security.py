@@ -147,14 +147,14 @@ def test_a_pickled_weights_file_is_never_loaded(tmp_path):
 @pytest.mark.parametrize("bad", ["../x", "..", ".", "", "a/b", "a\\b", "/abs", "a b", "-x", ".hidden", "x" * 65,
                                  "x\0y", None, 7])
 def test_check_id_refuses_unsafe_names(bad):
-    from dreamsolo.paths import check_id
+    from dreamsolo.layout import check_id
 
     with pytest.raises(ValueError, match="is not a safe folder name"):
         check_id("pair", bad)
 
 
 def test_check_id_refuses_a_trailing_newline():
-    from dreamsolo.paths import check_id
+    from dreamsolo.layout import check_id
 
     with pytest.raises(ValueError):
         check_id("pair", "cat_grass\n")
@@ -162,7 +162,7 @@ def test_check_id_refuses_a_trailing_newline():
 
 @pytest.mark.parametrize("ok", ["cat_grass", "a", "A-1.b_2", "x" * 64])
 def test_check_id_accepts_plain_names(ok):
-    from dreamsolo.paths import check_id
+    from dreamsolo.layout import check_id
 
     assert check_id("pair", ok) == ok
 
@@ -170,7 +170,7 @@ def test_check_id_accepts_plain_names(ok):
 @pytest.mark.parametrize("rel", ["../outside", "data/../../outside", "/etc", "params.yaml", "src/dreamsolo",
                                  "data/../src", "models/../../x"])
 def test_inside_refuses_paths_that_leave_the_writable_folders(tmp_path, rel):
-    from dreamsolo.paths import inside
+    from dreamsolo.layout import inside
 
     root = tmp_path / "study"
     root.mkdir()
@@ -179,7 +179,7 @@ def test_inside_refuses_paths_that_leave_the_writable_folders(tmp_path, rel):
 
 
 def test_inside_follows_symlinks(tmp_path):
-    from dreamsolo.paths import inside
+    from dreamsolo.layout import inside
 
     root = tmp_path / "study"
     (root / "data" / "prepared").mkdir(parents=True)
@@ -202,11 +202,13 @@ def study():
 def test_layout_functions_refuse_escaping_ids(study, bad):
     from dreamsolo import layout
 
-    calls = [lambda: layout.prepared_dir(study, bad), lambda: layout.priors_dir(study, bad),
-             lambda: layout.model_dir(study, bad, "train_scene"),
-             lambda: layout.checkpoint_dir(study, bad, "train_instance"),
-             lambda: layout.samples_dir(study, bad), lambda: layout.pair_report(study, bad),
-             lambda: layout.base_dir(dataclasses.replace(study, preset_name=bad))]
+    root = study.root
+    calls = [lambda: layout.prepared_dir(root, bad), lambda: layout.priors_dir(root, bad),
+             lambda: layout.model_dir(root, bad, "train_scene"),
+             lambda: layout.checkpoint_dir(root, bad, "train_instance"), lambda: layout.train_log(root, bad, "train_scene"),
+             lambda: layout.samples_dir(root, bad), lambda: layout.samples_dir(root, bad, base=True),
+             lambda: layout.pair_json(root, bad), lambda: layout.pair_csv(root, bad, base=True),
+             lambda: layout.base_dir(root, bad)]
     for call in calls:
         with pytest.raises(ValueError, match="is not a safe folder name"):
             call()
@@ -216,16 +218,17 @@ def test_layout_paths_stay_in_the_study(study):
     from dreamsolo import layout
 
     root = study.root.resolve()
-    for path in (layout.prepared_dir(study, "cat_grass"), layout.model_dir(study, "cat_grass", "train_instance"),
-                 layout.checkpoint_dir(study, "cat_grass", "train_scene"), layout.samples_dir(study, "cat_grass"),
-                 *layout.pair_report(study, "cat_grass"), layout.base_dir(study)):
+    for path in (layout.prepared_dir(root, "cat_grass"), layout.model_dir(root, "cat_grass", "train_instance"),
+                 layout.checkpoint_dir(root, "cat_grass", "train_scene"), layout.samples_dir(root, "cat_grass"),
+                 layout.pair_json(root, "cat_grass"), layout.pair_csv(root, "cat_grass"),
+                 layout.base_dir(root, study.preset_name)):
         assert path.is_relative_to(root / "data") or path.is_relative_to(root / "models") \
             or path.is_relative_to(root / "reports"), path
 
 
 def test_stage_refuses_an_unknown_pair_from_the_command_line(study):
     from dreamsolo.config import ParamsError
-    from dreamsolo.training.stage import train_pair
+    from dreamsolo.stages.train import run as train_pair
 
     with pytest.raises(ParamsError, match=r"^pairs\.\.\./x: no such pair"):
         train_pair(study, "../x", "train_scene")

@@ -52,7 +52,8 @@ def test_file_is_original_layout_and_holds_no_diffusers_keys(converted):
 def test_single_file_preset_loads_the_same_model(converted, tmp_path):
     """Same code path as users: params.yaml preset -> load_study -> materialise_base -> load_pipeline."""
     from dreamsolo.config import load_study
-    from dreamsolo.models.loading import load_pipeline, materialise_base
+    from dreamsolo.models.loading import load_pipeline
+    from dreamsolo.models.sources import materialise_base
 
     orig_dir, root = converted
     study = load_study(root)
@@ -85,7 +86,7 @@ def test_single_file_preset_loads_the_same_model(converted, tmp_path):
 
 def test_missing_file_and_non_model_folder_are_clear_errors(converted, tmp_path):
     from dreamsolo.config import Preset
-    from dreamsolo.models.loading import materialise_base
+    from dreamsolo.models.sources import materialise_base
 
     orig_dir, root = converted
     with pytest.raises(FileNotFoundError, match="single-file checkpoint checkpoints/nope.safetensors not found"):

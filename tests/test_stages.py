@@ -1,4 +1,5 @@
-"""Each stage on the tiny model, in-process, in order, on a one-pair study (outputs and their shapes)."""
+"""Each stage on the tiny model, in-process, on a one-pair study (outputs and their shapes). One fixture runs
+the whole chain in pipeline order, so every test also passes alone (`pytest -k test_sample`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from studykit import make_study
+from studykit import make_study, run_chain
 
 PAIR = "hopper_gravel"  # human: gentlest Stage II defaults; instance photo is RGB, scene grayscale
 
@@ -26,12 +27,16 @@ def study(tmp_path_factory):
     mp.undo()
 
 
-def test_base(study):
-    from dreamsolo.models.base import base_stage
+@pytest.fixture(scope="module")
+def ran(study):
+    """Every stage's result, by name, from one in-order run of the chain (priors of every class)."""
+    return run_chain(study, PAIR, through="report", classes=list(study.classes))
+
+
+def test_base(study, ran):
     from dreamsolo.models.loading import load_pipeline
     from dreamsolo.models.tiny import UNET
 
-    base_stage(study)
     folder = study.root / "models/base/tiny"
     info = json.loads((folder / "dreamsolo_base.json").read_text())
     assert info["kind"] == "build"
@@ -41,10 +46,7 @@ def test_base(study):
     assert not list(folder.rglob("*.bin")) and not list(folder.rglob("*.pt")), "weights must be safetensors"
 
 
-def test_prepare(study):
-    from dreamsolo.prepare import prepare_stage
-
-    prepare_stage(study, PAIR)
+def test_prepare(study, ran):
     out = study.root / "data/prepared" / PAIR
     for role in ("scene", "instance"):
         im = Image.open(out / f"{role}.png")
@@ -52,11 +54,7 @@ def test_prepare(study):
     assert json.loads((out / "meta.json").read_text())["resolution"] == 64
 
 
-def test_generate_priors(study):
-    from dreamsolo.priors import generate_priors
-
-    for c in study.classes:
-        generate_priors(study, c)
+def test_generate_priors(study, ran):
     for c in ("person", "gravel"):
         folder = study.root / "data/priors" / c
         lat = load_file(folder / "latents.safetensors")
@@ -79,10 +77,8 @@ def _unet(folder):
     return load_file(folder / "unet/diffusion_pytorch_model.safetensors")
 
 
-def test_train_scene(study):
-    from dreamsolo.training.stage import train_pair
-
-    summary = train_pair(study, PAIR, "train_scene")
+def test_train_scene(study, ran):
+    summary = ran["train_scene"]
     out = study.root / "models" / PAIR / "scene"
     base, trained = _unet(study.root / "models/base/tiny"), _unet(out)
     assert any(not torch.equal(base[k], trained[k]) for k in base), "Stage I did not change the UNet"
@@ -93,10 +89,8 @@ def test_train_scene(study):
     assert (study.root / "reports/train" / PAIR / "scene.csv").read_text() == (out / "train_log.csv").read_text()
 
 
-def test_train_instance_starts_from_stage_one_with_replay(study):
-    from dreamsolo.training.stage import train_pair
-
-    summary = train_pair(study, PAIR, "train_instance")
+def test_train_instance_starts_from_stage_one_with_replay(study, ran):
+    summary = ran["train_instance"]
     assert summary["init"].endswith(f"models/{PAIR}/scene")
     assert summary["settings"]["lr"] == 1e-6  # the human category default
     rows = list(csv.DictReader(open(study.root / "models" / PAIR / "instance/train_log.csv")))
@@ -105,11 +99,9 @@ def test_train_instance_starts_from_stage_one_with_replay(study):
     assert any(not torch.equal(scene[k], inst[k]) for k in scene)
 
 
-def test_sample(study):
+def test_sample(study, ran):
     from dreamsolo.models.loading import device
-    from dreamsolo.samples import sample_pair
 
-    sample_pair(study, PAIR)
     folder = study.root / "data/samples" / PAIR
     rows = list(csv.DictReader(open(folder / "manifest.csv")))
     kinds = [r["kind"] for r in rows]
@@ -129,20 +121,15 @@ def test_sample(study):
     assert list(runs["tags.dtype"]) == [info["dtype"]]  # the same name in MLflow as in sampling.json
 
 
-def test_sample_base_is_the_floor(study):
-    from dreamsolo.samples import sample_base_pair
-
-    sample_base_pair(study, PAIR)
+def test_sample_base_is_the_floor(study, ran):
     base = study.root / "data/samples_base" / PAIR
     tuned = study.root / "data/samples" / PAIR
     assert (base / "manifest.csv").read_text() == (tuned / "manifest.csv").read_text()  # same prompts, seeds
     assert (base / "0000.png").read_bytes() != (tuned / "0000.png").read_bytes()  # other weights
 
 
-def test_evaluate(study):
-    from dreamsolo.evaluation import evaluate_stage
-
-    summary = evaluate_stage(study, PAIR)
+def test_evaluate(study, ran):
+    summary = ran["evaluate"]
     saved = json.loads((study.root / "reports/pairs" / f"{PAIR}.json").read_text())
     assert saved["n_samples"] == summary["n_samples"] == 12
     assert saved["warning"] == "evaluators not pretrained: numbers are not meaningful"
@@ -150,10 +137,7 @@ def test_evaluate(study):
     assert len(rows) == 12 and all(0 <= float(r["lpips_instance"]) for r in rows)
 
 
-def test_report(study):
-    from dreamsolo.reporting import report_stage
-
-    report_stage(study)
+def test_report(study, ran):
     metrics = json.loads((study.root / "reports/metrics.json").read_text())
     pair = json.loads((study.root / "reports/pairs" / f"{PAIR}.json").read_text())
     assert metrics["pairs"][PAIR]["clip_t"] == pytest.approx(pair["metrics"]["clip_t"]["mean"])

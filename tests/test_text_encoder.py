@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from studykit import make_study, run
+from studykit import make_study, run, run_chain
 
 PAIR = "cat_grass"
 PROMPT = "a photo of sks cat in olis grass field"
@@ -16,20 +16,11 @@ LORA_TE = {"train.method": "lora", "train.train_text_encoder": True}
 
 def _trained_study(root, edits, monkeypatch):
     from dreamsolo.config import load_study
-    from dreamsolo.models.base import base_stage
-    from dreamsolo.prepare import prepare_stage
-    from dreamsolo.priors import generate_priors
-    from dreamsolo.training.stage import train_pair
 
     make_study(root, [PAIR], edits)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     study = load_study(root)
-    base_stage(study)
-    prepare_stage(study, PAIR)
-    for c in study.classes:
-        generate_priors(study, c)
-    for stage in STAGES:
-        train_pair(study, PAIR, stage)
+    run_chain(study, PAIR, through="train_instance")
     return study
 
 
@@ -47,11 +38,11 @@ def test_full_fine_tune_trains_and_saves_the_text_encoder(tmp_path, monkeypatch)
     from dreamsolo.models.loading import load_pipeline
 
     study = _trained_study(tmp_path / "study", {"train.train_text_encoder": True, "train.lr": 1e-3}, monkeypatch)
-    base = load_pipeline(base_dir(study))
+    base = load_pipeline(base_dir(study.root, study.preset_name))
     before = base.text_encoder.state_dict()
     previous = _embed(base)
     for stage in STAGES:
-        folder = model_dir(study, PAIR, stage)
+        folder = model_dir(study.root, PAIR, stage)
         ours = load_pipeline(folder)
         after = ours.text_encoder.state_dict()
         changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -72,9 +63,9 @@ def test_lora_text_encoder_adapters_train_and_reload(tmp_path, monkeypatch):
     from dreamsolo.models.loading import load_pipeline
 
     study = _trained_study(tmp_path / "study", {**LORA_TE, "train.lr": 1e-3}, monkeypatch)
-    base_emb = _embed(load_pipeline(base_dir(study)))
+    base_emb = _embed(load_pipeline(base_dir(study.root, study.preset_name)))
     for stage, rank in zip(STAGES, (4, 8)):  # Stage II = [scene | instance] on the rank axis
-        folder = model_dir(study, PAIR, stage)
+        folder = model_dir(study.root, PAIR, stage)
         state = load_file(folder / "pytorch_lora_weights.safetensors")
         te = {k: v for k, v in state.items() if k.startswith("text_encoder.")}
         assert {k.split(".self_attn.")[1].split(".")[0] for k in te} == {"q_proj", "k_proj", "v_proj", "out_proj"}
@@ -83,6 +74,6 @@ def test_lora_text_encoder_adapters_train_and_reload(tmp_path, monkeypatch):
         assert any(v.abs().sum() > 0 for v in ups), f"{stage}: the text-encoder adapters did not train"
         emb = _embed(load_pipeline(folder))
         assert not torch.allclose(emb, base_emb)
-        plain = StableDiffusionPipeline.from_pretrained(base_dir(study), safety_checker=None)
+        plain = StableDiffusionPipeline.from_pretrained(base_dir(study.root, study.preset_name), safety_checker=None)
         plain.load_lora_weights(folder)
         assert torch.allclose(_embed(plain), emb, atol=1e-5), f"{stage}: plain diffusers gives other embeddings"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from dreamsolo import tracking
-from dreamsolo.evaluation import pair_metrics
-from dreamsolo.reporting import artifact_folder, report_metrics
-from dreamsolo.tracking_weights import log_weights, weights_manifest
+from dreamsolo.stages.evaluate import pair_metrics
+from dreamsolo.stages.report import artifact_folder, report_metrics
+from dreamsolo.tracking.weights import log_weights, weights_manifest
 
 
 @pytest.fixture(scope="module")

@@ -67,7 +67,7 @@ def test_stage_script_stops_in_seconds_naming_the_uri(tmp_path):
 def test_train_pair_stops_before_training(tmp_path, down, monkeypatch):
     """In-process, with every input present: the run never reaches the training loop."""
     from dreamsolo.training import loop
-    from dreamsolo.training.stage import stage_inputs, train_pair
+    from dreamsolo.stages.train import run as train_pair, stage_inputs
 
     root = make_study(tmp_path / "study", [PAIR])
     study = load_study(root)
@@ -166,7 +166,7 @@ def _runs(root: Path, stage_name: str) -> list:
 
 
 def test_fallback_local_logs_to_the_study_store_in_process(tmp_path, down, monkeypatch, capfd):
-    from dreamsolo.prepare import prepare_stage
+    from dreamsolo.stages.prepare import run as prepare_stage
 
     root = make_study(tmp_path / "study", [PAIR])
     monkeypatch.chdir(root)  # the store's default artifact root lands in the study, not the repo

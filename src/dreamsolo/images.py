@@ -12,8 +12,8 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from dreamsolo.io import atomic_dir, write_json
-from dreamsolo.paths import check_id, inside
+from dreamsolo.files import atomic_dir, write_json
+from dreamsolo.layout import prepared_dir, raw_pairs_dir
 
 # Our own decompression-bomb policy, checked from the header before any pixel is decoded.
 # 120 Mpx admits 100-Mpx camera files and 12000x9000 scans; it stays below 2x Pillow's
@@ -244,9 +244,8 @@ def check_pair_folders(pairs_dir: Path, pair_ids: Iterable[str]) -> None:
 def prepare_pair(root: Path, pair_id: str, resolution: int, crop: Literal["center", "none"],
                  min_size: int) -> Path:
     """data/pairs/<id>/{scene,instance}.* -> data/prepared/<id>/{scene,instance}.png + meta.json."""
-    check_id("pair", pair_id)
-    src_dir = inside(root, Path("data", "pairs", pair_id))
-    out_dir = inside(root, Path("data", "prepared", pair_id))
+    out_dir = prepared_dir(root, pair_id)  # checks the id
+    src_dir = raw_pairs_dir(root) / pair_id
     # Decode and check both photos before anything is written: a bad one leaves no output at all.
     max_side = 4 * max(resolution, min_size)
     prepared: dict[str, tuple[Image.Image, dict[str, Any]]] = {}

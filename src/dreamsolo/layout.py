@@ -1,42 +1,103 @@
-"""Where each stage's outputs live (docs/FORMATS.md). Ids are checked; paths stay in data/models/reports."""
+"""Every path of the study (docs/FORMATS.md), anchored at the study root. Ids are checked and every
+path a stage writes stays inside data/, models/ or reports/. Imports nothing from the project, so
+any module (config included) can use it without a cycle."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Literal
 
-from dreamsolo.config import Study
-from dreamsolo.paths import check_id, inside
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # used with fullmatch: no trailing newline
+# Folders a stage may write below; a path that resolves elsewhere is refused.
+WRITABLE = ("data", "models", "reports")
 
-Stage = Literal["train_scene", "train_instance"]
+TrainStage = Literal["train_scene", "train_instance"]
 SUBDIR = {"train_scene": "scene", "train_instance": "instance"}
+MODEL_INFO = "dreamsolo_model.json"  # in trained folders: {"method": full|lora, "base": relative path}
 
 
-def base_dir(study: Study) -> Path:
-    return inside(study.root, Path("models/base") / check_id("preset", study.preset_name))
+def repo_root() -> Path:
+    """The study root: $DREAMSOLO_ROOT, else the nearest parent of the cwd holding params.yaml."""
+    env = os.environ.get("DREAMSOLO_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / "params.yaml").is_file():
+            return p
+    raise FileNotFoundError(f"no params.yaml in {here} or its parents: run from the study root")
 
 
-def prepared_dir(study: Study, pair_id: str) -> Path:
-    return inside(study.root, Path("data/prepared") / check_id("pair", pair_id))
+def check_id(kind: str, value: str) -> str:
+    """Pair and class ids become folder names: refuse anything that is not a plain name."""
+    if not isinstance(value, str) or not SAFE_ID.fullmatch(value) or value in (".", ".."):
+        raise ValueError(
+            f"{kind} id {value!r} is not a safe folder name "
+            "(letters, digits, '_', '-', '.'; must start with a letter or digit; at most 64 chars)"
+        )
+    return value
 
 
-def priors_dir(study: Study, class_id: str) -> Path:
-    return inside(study.root, Path("data/priors") / check_id("class", class_id))
+def inside(root: Path, path: Path) -> Path:
+    """Resolve `path` under `root` and refuse it if it escapes data/, models/ or reports/."""
+    full = (root / path).resolve()
+    for top in WRITABLE:
+        if full.is_relative_to((root / top).resolve()):
+            return full
+    raise ValueError(f"path {path} leaves the study's data/, models/ and reports/ folders")
 
 
-def model_dir(study: Study, pair_id: str, stage: Stage) -> Path:
-    return inside(study.root, Path("models") / check_id("pair", pair_id) / SUBDIR[stage])
+def _under(root: Path, top: str, kind: str, value: str, suffix: str = "") -> Path:
+    return inside(root, Path(top) / f"{check_id(kind, value)}{suffix}")
 
 
-def checkpoint_dir(study: Study, pair_id: str, stage: Stage) -> Path:
-    return inside(study.root, Path("models/.checkpoints") / check_id("pair", pair_id) / SUBDIR[stage])
+def raw_pairs_dir(root: Path) -> Path:
+    """data/pairs/: the raw photos (git); read, never written."""
+    return root / "data" / "pairs"
 
 
-def samples_dir(study: Study, pair_id: str) -> Path:
-    return inside(study.root, Path("data/samples") / check_id("pair", pair_id))
+def base_dir(root: Path, preset: str) -> Path:
+    return _under(root, "models/base", "preset", preset)
 
 
-def pair_report(study: Study, pair_id: str) -> tuple[Path, Path]:
-    """(summary json, per-sample csv) of `evaluate@<pair>`."""
-    folder = inside(study.root, Path("reports/pairs"))
-    return folder / f"{check_id('pair', pair_id)}.json", folder / f"{pair_id}.csv"
+def prepared_dir(root: Path, pair_id: str) -> Path:
+    return _under(root, "data/prepared", "pair", pair_id)
+
+
+def priors_dir(root: Path, class_id: str) -> Path:
+    return _under(root, "data/priors", "class", class_id)
+
+
+def model_dir(root: Path, pair_id: str, stage: TrainStage) -> Path:
+    return _under(root, "models", "pair", pair_id) / SUBDIR[stage]
+
+
+def checkpoint_dir(root: Path, pair_id: str, stage: TrainStage) -> Path:
+    return _under(root, "models/.checkpoints", "pair", pair_id) / SUBDIR[stage]
+
+
+def train_log(root: Path, pair_id: str, stage: TrainStage) -> Path:
+    """reports/train/<pair>/<scene|instance>.csv: the loss curve, a DVC plots file."""
+    return _under(root, "reports/train", "pair", pair_id) / f"{SUBDIR[stage]}.csv"
+
+
+def samples_dir(root: Path, pair_id: str, base: bool = False) -> Path:
+    """data/samples/<pair>/ (Stage II weights) or data/samples_base/<pair>/ (the base model: the floor)."""
+    return _under(root, "data/samples_base" if base else "data/samples", "pair", pair_id)
+
+
+def pair_json(root: Path, pair_id: str) -> Path:
+    """reports/pairs/<pair>.json: the pair's summary (tuned and floor) written by `evaluate`."""
+    return _under(root, "reports/pairs", "pair", pair_id, ".json")
+
+
+def pair_csv(root: Path, pair_id: str, base: bool = False) -> Path:
+    """reports/pairs/<pair>.csv (fine-tuned) or reports/pairs_base/<pair>.csv (floor): per-sample scores."""
+    return _under(root, "reports/pairs_base" if base else "reports/pairs", "pair", pair_id, ".csv")
+
+
+def is_model(folder: Path) -> bool:
+    """A base or trained model folder: a diffusers pipeline, or a LoRA folder with its model info."""
+    return (folder / "model_index.json").is_file() or (folder / MODEL_INFO).is_file()

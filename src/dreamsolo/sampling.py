@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dreamsolo.config import ParamsError, Sampling
+
 
 def use_fast_sampler(pipe) -> None:
     """DPM-Solver++ (2nd order): ~20 steps give what DDIM needs ~50 for (Lu et al., 2022)."""
@@ -39,8 +41,6 @@ def sampling_dtype(precision: str, dev: torch.device, where: str) -> torch.dtype
             return torch.float16
         return torch.bfloat16 if dev.type == "cpu" and native_bf16_cpu() else torch.float32
     if precision == "fp16" and dev.type != "cuda":
-        from dreamsolo.config import ParamsError
-
         raise ParamsError(f"{where}.precision: fp16 is for CUDA GPUs (CPU fp16 kernels are slow or missing); "
                           f"use bf16 or fp32 on {dev}")
     return DTYPES[precision]
@@ -91,6 +91,14 @@ def generate(
             images.extend(decoded)
             bar.update(len(decoded))
     return images
+
+
+def sample_images(pipe, prompts: Sequence[str], seeds: Sequence[int], cfg: Sampling, resolution: int,
+                  desc: str) -> list[Image.Image]:
+    """`generate` with a params section's sampler settings (priors, sample and ad-hoc sampling alike)."""
+    with torch.inference_mode():
+        return generate(pipe, prompts, seeds, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
+                        resolution=resolution, batch_size=cfg.batch_size, desc=desc)
 
 
 @torch.no_grad()  # as the pipeline call itself, for callers outside inference_mode

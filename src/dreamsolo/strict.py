@@ -8,7 +8,10 @@ import types
 import typing
 from typing import Any, Literal
 
-class ParamsError(ValueError):
+from dreamsolo.errors import UserError
+
+
+class ParamsError(UserError, ValueError):
     """A params.yaml problem; the message names the key."""
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 from dreamsolo.metrics.common import batched, cosine_rows, embed_images, mean_cosine, seeded
 
 TINY_CLIP = "tiny-clip"
-TINY_CLIP_CONFIG = Path(__file__).resolve().parent.parent / f"{TINY_CLIP}.json"
+TINY_CLIP_CONFIG = Path(__file__).resolve().parent.parent / "tiny-clip.json"  # package data (a DVC dep)
 
 
 def register_tiny_clip() -> None:

@@ -1,8 +1,6 @@
-"""One code path for every base model: build (tiny), hub id + revision, local folder, single file.
-
-The `base` stage materialises the preset as a diffusers folder under models/base/<preset>;
-every later stage loads that folder (or a trained one) with `from_pretrained`, exactly like a hub model.
-"""
+"""Loading a model folder: the `base` stage's models/base/<preset> or a trained pair's weights, with
+`from_pretrained` exactly like a hub model (LoRA folders over their base). Where a preset's model comes
+from is `models.sources`, which only the `base` stage imports."""
 
 from __future__ import annotations
 
@@ -12,142 +10,13 @@ from pathlib import Path
 
 import torch
 
-from dreamsolo.config import Preset
+from dreamsolo.layout import MODEL_INFO
 
-SINGLE_FILE = (".safetensors", ".ckpt")
 LORA_FILE = "pytorch_lora_weights.safetensors"
-MODEL_INFO = "dreamsolo_model.json"  # in trained folders: {"method": full|lora, "base": relative path}
 
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def _local(source: str, root: Path) -> Path:
-    """A local source: `~` expanded, relative paths anchored at the study root."""
-    path = Path(source).expanduser()
-    return path if path.is_absolute() else root / path
-
-
-def source_kind(source: str, root: Path) -> str:
-    """build | file | folder | hub. A path that looks local but does not exist is an error, not a hub id."""
-    if source == "build":
-        return "build"
-    path = _local(source, root)
-    if path.suffix in SINGLE_FILE:
-        if path.suffix != ".safetensors":
-            raise ValueError(f"presets: {source} is a pickled checkpoint; only .safetensors single files are "
-                             "loaded (nothing is unpickled): convert it to .safetensors first")
-        if not path.is_file():
-            raise FileNotFoundError(f"presets: single-file checkpoint {source} not found ({path})")
-        return "file"
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ValueError(f"presets: {source} is a folder but not a diffusers model (no model_index.json)")
-        return "folder"
-    if source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise FileNotFoundError(f"presets: {source} is neither an existing folder/file nor a hub id (owner/name)")
-    return "hub"
-
-
-LDM_PARTS = {"model.diffusion_model.": "UNet", "first_stage_model.": "VAE", "cond_stage_model.": "text encoder"}
-
-
-def _check_single_file(path: Path, source: str) -> None:
-    """An original-layout SD checkpoint holds all three models; say which part is missing (header only)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            keys = list(f.keys())
-    except Exception as e:  # noqa: BLE001 - safetensors raises several error types for a bad header
-        raise ValueError(f"presets: {source} is not a readable .safetensors file ({e})") from e
-    missing = [name for prefix, name in LDM_PARTS.items() if not any(k.startswith(prefix) for k in keys)]
-    if missing:
-        raise ValueError(f"presets: {source} is not a Stable Diffusion single-file checkpoint in the original "
-                         f"layout: no {', '.join(missing)} weights ({', '.join(LDM_PARTS)} keys expected)")
-
-
-def _config_source(config: str, root: Path) -> tuple[str, bool]:
-    """(value for from_single_file's `config`, whether it is a local folder)."""
-    path = _local(config, root)
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ValueError(f"presets: config {config} is a folder but not a diffusers model (no model_index.json)")
-        return str(path), True
-    if config.startswith((".", "/", "~")) or config.count("/") != 1 or path.suffix in SINGLE_FILE:
-        raise FileNotFoundError(f"presets: config {config} is neither an existing diffusers folder nor a hub id")
-    return config, False
-
-
-def _single_file(preset: Preset, root: Path, common: dict):
-    """A single-file (original SD layout) checkpoint; the architecture comes from `preset.config`.
-
-    A local config folder is read offline (`local_files_only`); a hub id (or null, which lets diffusers
-    guess the hub model from the file's keys) downloads only the small config files.
-    """
-    from diffusers import StableDiffusionPipeline
-
-    file = _local(preset.source, root)
-    _check_single_file(file, preset.source)
-    kw = dict(torch_dtype=torch.float32, **common)
-    if preset.config is not None:
-        config, local = _config_source(preset.config, root)
-        kw |= dict(config=config, local_files_only=local) | ({} if local else dict(revision=preset.revision))
-        return StableDiffusionPipeline.from_single_file(str(file), **kw)
-    try:
-        return StableDiffusionPipeline.from_single_file(str(file), **kw)
-    except Exception as e:  # noqa: BLE001 - offline, the hub fetch fails in many ways; say what to do
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ValueError(
-            f"presets: could not get the architecture of single file {preset.source} from the hub "
-            f"({type(e).__name__}: {first}); set the preset's `config` to a local diffusers folder of the "
-            "same architecture (tools/to_single_file.py --config-out writes one) or a reachable hub id"
-        ) from e
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def materialise_base(preset: Preset, dest: Path, root: Path) -> dict:
-    """Write the preset's pipeline to `dest` (a fresh folder) and return what was resolved."""
-    from dreamsolo.models.tiny import build_tiny
-
-    quiet()
-    kind = source_kind(preset.source, root)
-    info: dict = {"source": preset.source, "kind": kind, "revision": preset.revision}
-    if kind == "build":
-        build_tiny(dest, preset.seed)
-        return info
-    from diffusers import StableDiffusionPipeline
-
-    common = dict(safety_checker=None, requires_safety_checker=False)
-    if kind == "file":
-        pipe = _single_file(preset, root, common)
-        info |= {"config": preset.config, "sha256": _sha256(_local(preset.source, root))}  # not a DVC dep
-    elif kind == "folder":
-        pipe = StableDiffusionPipeline.from_pretrained(_local(preset.source, root), use_safetensors=True, **common)
-    else:
-        pipe = StableDiffusionPipeline.from_pretrained(preset.source, revision=preset.revision, use_safetensors=True, **common)
-        info["resolved_revision"] = pipe.config.get("_commit_hash") or _hub_commit(preset)
-    pipe.save_pretrained(dest, safe_serialization=True)
-    return info
-
-
-def _hub_commit(preset: Preset) -> str | None:
-    try:
-        from huggingface_hub import model_info
-
-        return model_info(preset.source, revision=preset.revision).sha
-    except Exception:  # the weights are already here; the revision is a nice-to-have
-        return None
 
 
 def read_info(folder: Path) -> dict:
@@ -199,7 +68,3 @@ def quiet() -> None:
     tlog.disable_progress_bar()
     dlog.set_verbosity_error()
     tlog.set_verbosity_error()
-
-
-def write_info(dest: Path, info: dict) -> None:
-    (dest / "dreamsolo_base.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from dreamsolo.io import atomic_dir, atomic_file, write_json
-from dreamsolo.paths import check_id
+from dreamsolo.files import atomic_dir, atomic_file, write_json
+from dreamsolo.layout import check_id, prepared_dir, samples_dir
 from dreamsolo.report import floor, html, plots, tables
 from dreamsolo.report.tables import LABELS, METRICS, REFERENCE_LABEL, REFERENCE_NOTE, REFERENCE, fmt
 
@@ -143,7 +143,9 @@ def pair_grid(root: Path, pair: str, path: Path, category: str = "", warning: st
     `samples`: 'samples' (fine-tuned) or 'samples_base' (the base model on the same prompts).
 
     Returns the PNG path and the (kind, clean prompt) of each row."""
-    sample_dir = root / "data" / check_id("samples folder", samples) / pair
+    if samples not in ("samples", "samples_base"):
+        raise ValueError(f"pair_grid: samples must be 'samples' or 'samples_base', got {samples!r}")
+    sample_dir = samples_dir(root, pair, base=samples == "samples_base")
     manifest = pd.read_csv(sample_dir / "manifest.csv")
     rows, kinds = [], []
     for prompt, group in manifest.groupby("prompt", sort=False):
@@ -152,7 +154,7 @@ def pair_grid(root: Path, pair: str, path: Path, category: str = "", warning: st
         clean = first["prompt_clean"] if isinstance(first["prompt_clean"], str) else prompt
         kinds.append((str(first["kind"]), str(clean)))
         rows.append([_open(sample_dir / f) for f in group["file"]])
-    prepared = root / "data" / "prepared" / pair
+    prepared = prepared_dir(root, pair)
     refs = [("scene (reference)", _open(prepared / "scene.png")),
             ("instance (reference)", _open(prepared / "instance.png"))]
     title = f"{pair} ({category})" if category else pair

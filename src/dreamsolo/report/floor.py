@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from dreamsolo.paths import check_id
+from dreamsolo.layout import pair_csv
 from dreamsolo.report import tables
 from dreamsolo.report.tables import METRICS, _num, fmt, spread
 
@@ -145,7 +145,7 @@ def read_base_csvs(root: Path, pair_ids: list[str]) -> pd.DataFrame:
     """reports/pairs_base/<pair>.csv of every pair that has one, concatenated (empty if none)."""
     frames = []
     for pid in pair_ids:
-        path = root / "reports" / "pairs_base" / f"{check_id('pair', pid)}.csv"
+        path = pair_csv(root, pid, base=True)
         if path.is_file():
             frames.append(pd.read_csv(path))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

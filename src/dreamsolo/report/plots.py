@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
-from dreamsolo.io import atomic_file
+from dreamsolo.files import atomic_file
 from dreamsolo.report.tables import LABELS, METRICS, REFERENCE, SAMPLE_METRICS
 
 CATEGORY_COLORS = {"object": "#4C72B0", "animal": "#DD8452", "human": "#55A868"}

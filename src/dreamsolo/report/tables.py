@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from dreamsolo.paths import check_id
+from dreamsolo.layout import pair_csv, pair_json
 
 # Study metrics, in table order. Per-sample ones are columns of reports/pairs/<pair>.csv.
 METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene", "div", "pres")
@@ -41,7 +41,7 @@ def collect(root: Path, pair_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 def read_pair_json(root: Path, pair_id: str) -> dict:
-    path = root / "reports" / "pairs" / f"{check_id('pair', pair_id)}.json"
+    path = pair_json(root, pair_id)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run the evaluate stage for pair {pair_id!r}")
     data = json.loads(path.read_text())
@@ -52,7 +52,7 @@ def read_pair_json(root: Path, pair_id: str) -> dict:
 
 
 def read_pair_csv(root: Path, pair_id: str) -> pd.DataFrame:
-    path = root / "reports" / "pairs" / f"{check_id('pair', pair_id)}.csv"
+    path = pair_csv(root, pair_id)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run the evaluate stage for pair {pair_id!r}")
     df = pd.read_csv(path)
@@ -200,7 +200,7 @@ def to_markdown(df: pd.DataFrame, index_name: str | None = None) -> str:
 
 
 def write_pairs_csv(per_pair: pd.DataFrame, path: Path) -> None:
-    from dreamsolo.io import atomic_file
+    from dreamsolo.files import atomic_file
 
     with atomic_file(path) as tmp:
         per_pair.to_csv(tmp, index=False)  # full precision: the same numbers as metrics.json

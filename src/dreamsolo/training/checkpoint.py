@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from dreamsolo.files import file_digest
+
 META = "meta.json"  # written last: a folder without it is incomplete
 HISTORY = "history.json"
 
@@ -34,9 +36,7 @@ def fingerprint(settings: dict, files: list[Path]) -> str:
     h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for f in files:
         h.update(f.name.encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        file_digest(f, into=h)
     return h.hexdigest()[:16]
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import torch
 
 from dreamsolo.config import ParamsError, Train
+from dreamsolo.sampling import DTYPES
 from dreamsolo.training import adapters
-
-DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_device(cfg: Train, dev: torch.device, where: str) -> None:
@@ -18,7 +17,7 @@ def check_device(cfg: Train, dev: torch.device, where: str) -> None:
     if cfg.use_8bit_adam and dev.type != "cuda":
         raise ParamsError(f"{where}.use_8bit_adam: bitsandbytes' 8-bit Adam needs a CUDA GPU; this run is on {dev}")
     if cfg.mixed_precision == "fp16" and dev.type != "cuda":
-        raise ParamsError(f"{where}.mixed_precision: fp16 autocast is for CUDA GPUs; use bf16 or no on {dev}")
+        raise ParamsError(f"{where}.mixed_precision: fp16 autocast is for CUDA GPUs; use bf16 or fp32 on {dev}")
 
 
 def prepare_model(pipe, cfg: Train, dev: torch.device) -> dict[str, torch.nn.Parameter]:
@@ -66,7 +65,7 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: Train, dev: torch.devi
 
 
 def autocast(cfg: Train, dev: torch.device):
-    if cfg.mixed_precision == "no":
+    if cfg.mixed_precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=dev.type, dtype=DTYPES[cfg.mixed_precision])
 

@@ -1,8 +1,9 @@
-"""Atomic writes: a stage's outputs appear whole or not at all."""
+"""Files: atomic writes (a stage's outputs appear whole or not at all) and the one file hasher."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -61,3 +62,13 @@ def _plain(obj: Any) -> Any:
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
+
+
+def file_digest(path: Path, algo: str = "sha256", into=None) -> str:
+    """Hex digest of a file read in 1 MiB blocks; with `into`, update that hash object instead (and
+    return its running digest), so several files can be hashed into one fingerprint."""
+    h = into if into is not None else hashlib.new(algo)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

@@ -1,4 +1,4 @@
-"""The `evaluate` stage: score a pair's samples, and the base model's samples of the same prompts and
+"""DVC stage `evaluate@<pair>`: score a pair's samples, and the base model's samples of the same prompts and
 seeds (the floor), against the pair's two references with one set of evaluators; then aggregate."""
 
 from __future__ import annotations
@@ -7,17 +7,10 @@ import dataclasses
 from pathlib import Path
 
 from dreamsolo.config import Study
-from dreamsolo.io import atomic_file, write_json
-from dreamsolo.layout import base_dir, pair_report, prepared_dir, samples_dir
-from dreamsolo.paths import check_id, inside
-from dreamsolo.samples import samples_base_dir
+from dreamsolo.files import atomic_file, write_json
+from dreamsolo.layout import base_dir, pair_csv, pair_json, prepared_dir, samples_dir
 
 SOURCE = "_source"  # temporary column: which sample set a row of the joint scoring came from
-
-
-def base_report(study: Study, pair_id: str) -> Path:
-    """reports/pairs_base/<pair>.csv: the base model's per-sample scores (same columns as the pair's)."""
-    return inside(study.root, Path("reports/pairs_base") / f"{check_id('pair', pair_id)}.csv")
 
 
 def read_samples(study: Study, folder: Path, what: str):
@@ -36,7 +29,7 @@ def read_samples(study: Study, folder: Path, what: str):
     return manifest, images
 
 
-def evaluate_stage(study: Study, pair_id: str | None) -> dict:
+def run(study: Study, pair_id: str | None) -> dict:
     import pandas as pd
     from PIL import Image
 
@@ -48,17 +41,17 @@ def evaluate_stage(study: Study, pair_id: str | None) -> dict:
 
     assert pair_id is not None
     pair = study.pair(pair_id)
-    tuned_m, tuned_i = read_samples(study, samples_dir(study, pair_id), f"evaluate@{pair_id}")
-    base_m, base_i = read_samples(study, samples_base_dir(study, pair_id),
+    tuned_m, tuned_i = read_samples(study, samples_dir(study.root, pair_id), f"evaluate@{pair_id}")
+    base_m, base_i = read_samples(study, samples_dir(study.root, pair_id, base=True),
                                   f"evaluate@{pair_id} (run sample_base@{pair_id})")
-    refs = prepared_dir(study, pair_id)
+    refs = prepared_dir(study.root, pair_id)
     instance_ref = Image.open(refs / "instance.png").convert("RGB")
     scene_ref = Image.open(refs / "scene.png").convert("RGB")
     ev = load_evaluators(study.evaluate, device(), study.root)
-    base_model = str(base_dir(study).relative_to(study.root))
+    base_model = str(base_dir(study.root, study.preset_name).relative_to(study.root))
     params = {"pair": pair_id, "category": pair.category, "base_model": base_model,
               **dataclasses.asdict(study.evaluate)}
-    with tracking.stage_run(study.root, "evaluate", params, pair=pair_id, warning=ev.warning) as run:
+    with tracking.stage_run(study.root, "evaluate", params, pair=pair_id, warning=ev.warning) as run_:
         bs = study.evaluate.batch_size
         # One pass over both sets: each reference and each distinct prompt is embedded once.
         joint = pd.concat([tuned_m.assign(**{SOURCE: "tuned"}), base_m.assign(**{SOURCE: "base"})],
@@ -71,15 +64,15 @@ def evaluate_stage(study: Study, pair_id: str | None) -> dict:
         div_base = diversity(scored_base, base_i, ev, bs)
         base = floor_summary(scored_base, div_base, preservation(scored_base), base_model)
         summary = pair_summary(scored, div, preservation(scored), pair_id, pair.category, ev, base=base)
-        json_path, csv_path = pair_report(study, pair_id)
-        base_csv = base_report(study, pair_id)
+        json_path, csv_path, base_csv = (pair_json(study.root, pair_id), pair_csv(study.root, pair_id),
+                                         pair_csv(study.root, pair_id, base=True))
         for table, path in ((scored, csv_path), (scored_base, base_csv)):
             table.insert(0, "category", pair.category)
             table.insert(0, "pair", pair_id)
             with atomic_file(path) as tmp:
                 table.to_csv(tmp, index=False)
         write_json(json_path, summary)
-        _log(run, summary, json_path, {"samples_metrics.json": scored, "samples_metrics_base.json": scored_base,
+        _log(run_, summary, json_path, {"samples_metrics.json": scored, "samples_metrics_base.json": scored_base,
                                         "diversity.json": div, "diversity_base.json": div_base})
     return summary
 

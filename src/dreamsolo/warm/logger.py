@@ -1,4 +1,4 @@
-"""A forked logger process for stage scripts: MLflow's ~2 s of import and store set-up run beside the
+"""The forked MLflow logger of a stage process: MLflow's ~2 s of import and store set-up run beside the
 stage's own imports and work instead of before them. Metrics are sent without waiting; artifacts,
 tables and the end of the run wait for the logger, so files are logged before they can move and a
 logging error fails the stage.
@@ -19,7 +19,7 @@ def _serve(conn, stage_end, uri: str) -> None:
     import signal
 
     stage_end.close()  # else the pipe never reports EOF when the stage dies (e.g. SIGKILL)
-    from dreamsolo import tracking
+    from dreamsolo import tracking  # in the forked child only: tracking never imports this module
 
     # Ctrl-C reaches the whole process group: let the stage decide, and close its run as FAILED
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -97,10 +97,12 @@ class Worker:
 
     @classmethod
     def start(cls, uri: str) -> Worker | None:
-        from dreamsolo.warm import fresh_fork
+        from dreamsolo.warm.server import fresh_fork, switched_on
 
-        if "fork" not in mp.get_all_start_methods() or ("torch" in sys.modules and not fresh_fork()):
-            return None  # no fork (Windows, macOS default) or too late to fork safely: log in-process
+        if "fork" not in mp.get_all_start_methods():
+            return None  # no fork (Windows, macOS default): log in-process
+        if not fresh_fork() and (not switched_on() or "torch" in sys.modules):
+            return None  # switched off, or too late to fork safely: log in-process
         ctx = mp.get_context("fork")
         ours, theirs = ctx.Pipe()
         proc = ctx.Process(target=_serve, args=(theirs, ours, uri), daemon=True, name="dreamsolo-mlflow")

@@ -14,28 +14,18 @@ small and are the result. Full-model weights are logged as the `mode` setting sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
-from typing import Literal
 
-Mode = Literal["reference", "artifact"]
+from dreamsolo.files import file_digest
+from dreamsolo.layout import MODEL_INFO
+
 MODES = ("reference", "artifact")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 ADAPTER_MARKERS = ("lora", "adapter")
 """A weights file whose name contains one of these is adapter-sized and always logged in full."""
-MODEL_INFO = "dreamsolo_model.json"
-"""In trained folders: {"method": "full" | "lora", "base": path of the base, relative to the folder}."""
 MAIN = "unet/diffusion_pytorch_model.safetensors"
 """The file whose md5 is the run's `weights.md5` tag (what fine-tuning changes); else the first file."""
-
-
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -50,7 +40,7 @@ def is_adapter(path: Path) -> bool:
 def weights_manifest(root: Path, folder: Path) -> dict:
     """{'dvc_path', 'files': [{'path', 'md5', 'size', 'adapter'}]} of a weights folder (paths relative
     to the study root / the folder, POSIX); for a LoRA folder also 'method' and 'base_dvc_path'."""
-    files = [{"path": p.relative_to(folder).as_posix(), "md5": md5sum(p), "size": p.stat().st_size,
+    files = [{"path": p.relative_to(folder).as_posix(), "md5": file_digest(p, "md5"), "size": p.stat().st_size,
               "adapter": is_adapter(p)} for p in weight_files(folder)]
     out = {"dvc_path": folder.relative_to(root).as_posix(), "files": files}
     info = folder / MODEL_INFO

@@ -1,9 +1,9 @@
-"""Warm stage processes on CPU: a stage script hands itself to a server that has already imported
+"""The warm stage server: on a CPU box a stage script hands itself to a server that has already imported
 torch, diffusers, transformers and the evaluators, and runs there in a fresh fork.
 
 Why: on a small CPU box most of a tiny-preset stage is interpreter start-up (`import diffusers` alone
 is ~5 s, and the study runs ~60 stage processes). The first stage starts the server
-(`python -m dreamsolo.warm SOCKET`); it exits after `DREAMSOLO_WARM_IDLE` seconds (default 60)
+(`python -m dreamsolo.warm.server SOCKET`); it exits after `DREAMSOLO_WARM_IDLE` seconds (default 60)
 without a request. Nothing about results changes: the stage script, the library and the params are
 read fresh in each fork (only third-party packages are preloaded), the fork gets the client's argv,
 working directory, environment and its stdin/stdout/stderr file descriptors, and the client exits
@@ -52,8 +52,13 @@ def fresh_fork() -> bool:
     return _FRESH
 
 
+def switched_on() -> bool:
+    """The one switch of dreamsolo.warm: DREAMSOLO_WARM=0 turns the server and the forked logger off."""
+    return os.environ.get("DREAMSOLO_WARM", "1") != "0"
+
+
 def enabled() -> bool:
-    if os.environ.get("DREAMSOLO_WARM", "1") == "0" or _FRESH or not sys.platform.startswith("linux"):
+    if not switched_on() or _FRESH or not sys.platform.startswith("linux"):
         return False
     return not any(Path("/dev").glob("nvidia[0-9]*"))
 
@@ -114,7 +119,7 @@ def _connect() -> socket.socket:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a dead server's socket
         log = open(folder / f"{path.stem}.log", "wb")  # noqa: SIM115 - the server keeps it
-        server = subprocess.Popen([sys.executable, "-m", "dreamsolo.warm", str(path)], stdin=subprocess.DEVNULL,
+        server = subprocess.Popen([sys.executable, "-m", "dreamsolo.warm.server", str(path)], stdin=subprocess.DEVNULL,
                                   stdout=log, stderr=log, start_new_session=True, close_fds=True, cwd=folder)
         log.close()
         deadline = time.monotonic() + 30
@@ -323,6 +328,6 @@ def _run_stage(request: dict, fds: list[int]) -> None:
 
 if __name__ == "__main__":
     # through the package, so the stages see this module's _FRESH (not a second copy named __main__)
-    from dreamsolo.warm import serve as _serve
+    from dreamsolo.warm.server import serve as _serve
 
     _serve(sys.argv[1])

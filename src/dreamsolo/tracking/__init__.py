@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from dreamsolo.errors import UserError
+
 EXPERIMENT = os.environ.get("DREAMSOLO_EXPERIMENT", "dreamsolo")
-NOT_PRETRAINED = "evaluators not pretrained: numbers are not meaningful"
 
 
-class TrackingUnreachable(RuntimeError):
-    pass
+class TrackingUnreachable(UserError, RuntimeError):
+    """The tracking server does not answer: the stage stops before any work."""
 
 
 def tracking_uri(root: Path) -> str:
@@ -219,12 +220,12 @@ def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
               warning: str | None = None, item: str | None = None) -> Iterator[Run]:
     """Open the run of one DVC stage instance; FAILED if the stage raises.
 
-    In a stage process (see `start_worker`) the MLflow calls run in a forked logger process, so
-    MLflow's import and store set-up overlap the stage's own work; elsewhere they run in-process.
+    Given a forked logger (`log_through`), the MLflow calls run there, so MLflow's import and store
+    set-up overlap the stage's own work; otherwise they run in-process.
     """
     uri = resolve_uri(root)  # reachable, or the local fallback, or TrackingUnreachable
-    if _worker is not None:
-        with _worker.run(root, uri, stage, params, pair, warning, item) as proxy:
+    if _logger is not None:
+        with _logger.run(root, uri, stage, params, pair, warning, item) as proxy:
             yield proxy
         return
     run = _open(root, uri, stage, params, pair, warning, sys.argv, item)
@@ -236,12 +237,11 @@ def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
     run._m.end_run("FINISHED")
 
 
-_worker = None
+_logger = None
 
 
-def start_worker(root: Path) -> None:
-    """Fork the logger now, before torch & co. are imported (forking after them is unsafe)."""
-    global _worker
-    from dreamsolo.tracking_worker import Worker
-
-    _worker = Worker.start(resolve_uri(root))  # an unreachable server stops the stage before the fork
+def log_through(logger) -> None:
+    """Send this process's runs through `logger` (a `dreamsolo.warm.logger.Worker`: its `run(...)`
+    yields a `Run`-like proxy); None logs in-process. Only the stage wrapper calls this."""
+    global _logger
+    _logger = logger

@@ -1,14 +1,14 @@
-"""The `report` stage: study summary, tables, plots and page; the same numbers go to DVC and MLflow."""
+"""DVC stage `report`: study summary, tables, plots and page; the same numbers go to DVC and MLflow."""
 
 from __future__ import annotations
 
 import json
 
 from dreamsolo.config import Study
-from dreamsolo.layout import pair_report
+from dreamsolo.layout import pair_json
 
 
-def report_stage(study: Study, _item: str | None = None) -> dict:
+def run(study: Study, _item: str | None = None) -> dict:
     import pandas as pd
 
     from dreamsolo import tracking
@@ -17,22 +17,22 @@ def report_stage(study: Study, _item: str | None = None) -> dict:
 
     pair_dicts = []
     for pid in study.pairs:
-        path = pair_report(study, pid)[0]
+        path = pair_json(study.root, pid)
         if not path.is_file():
             raise FileNotFoundError(f"report: {path.relative_to(study.root)} is missing (run evaluate@{pid})")
         pair_dicts.append(json.loads(path.read_text()))
     summary = study_summary(pair_dicts)
     params = {"pairs": list(study.pairs), "preset": study.preset_name}
-    with tracking.stage_run(study.root, "report", params, warning=summary.get("warning")) as run:
+    with tracking.stage_run(study.root, "report", params, warning=summary.get("warning")) as run_:
         paths = build_report(study.root, list(study.pairs), summary)
         table = pd.read_csv(paths["pairs_csv"])
-        run.table(table, "pairs_table.json")  # the eight-pair LPIPS / CLIP-T (and every other metric) table
+        run_.table(table, "pairs_table.json")  # the eight-pair LPIPS / CLIP-T (and every other metric) table
         metrics = json.loads(paths["metrics_json"].read_text())
-        run.metrics(report_metrics(metrics))
+        run_.metrics(report_metrics(metrics))
         for name, path in paths.items():
-            run.artifact(path, artifact_folder(name))
+            run_.artifact(path, artifact_folder(name))
         if summary.get("warning"):  # shown at the top of the run page, not only among the tags
-            run.tags({"mlflow.note.content": f"⚠ {summary['warning']}"})
+            run_.tags({"mlflow.note.content": f"⚠ {summary['warning']}"})
     return summary
 
 

@@ -1,0 +1,136 @@
+"""Typed, frozen params: `load_study` reads params.yaml once into a `Study`. Unknown keys and bad values
+stop with a message naming the key; every pair's training settings are merged and checked at load."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from dreamsolo.config.sections import (CATEGORIES, Dtype, Evaluate, Pair, Precision, Prepare, Preset, Prompts,
+                                       Sampling, Tracking)
+from dreamsolo.config.train import Train, merge_train
+from dreamsolo.layout import TrainStage, check_id
+from dreamsolo.strict import ParamsError, build, suggest
+
+__all__ = ["CATEGORIES", "Dtype", "Evaluate", "Pair", "ParamsError", "Precision", "Prepare", "Preset",
+           "Prompts", "Sampling", "Study", "Tracking", "Train", "build", "load_study"]
+
+STAGE_KEYS: tuple[TrainStage, ...] = ("train_scene", "train_instance")
+TOP_KEYS = ("model", "presets", "prompts", "classes", "pairs", "prepare", "priors", "train",
+            *STAGE_KEYS, "sample", "evaluate", "tracking")
+
+
+@dataclass(frozen=True)
+class Study:
+    root: Path
+    preset_name: str
+    preset: Preset
+    prompts: Prompts
+    classes: dict[str, str]
+    pairs: dict[str, Pair]
+    prepare: Prepare
+    priors: Sampling
+    sample: Sampling
+    evaluate: Evaluate
+    raw: dict
+    tracking: Tracking = field(default_factory=Tracking)
+    trains: dict[tuple[str, str], Train] = field(default_factory=dict)  # (pair, stage) -> merged settings
+
+    def pair(self, pair_id: str) -> Pair:
+        if pair_id not in self.pairs:
+            raise ParamsError(f"pairs.{pair_id}: no such pair{suggest(pair_id, self.pairs)}")
+        return self.pairs[pair_id]
+
+    def class_noun(self, class_id: str) -> str:
+        if class_id not in self.classes:
+            raise ParamsError(f"classes.{class_id}: no such class{suggest(class_id, self.classes)}")
+        return self.classes[class_id]
+
+    def train(self, pair_id: str, stage: TrainStage) -> Train:
+        """The pair's merged settings for one training stage (built and checked when the params loaded)."""
+        self.pair(pair_id)
+        return self.trains[(pair_id, stage)]
+
+
+def cap_steps(cfg: Sampling, cap: int | None) -> Sampling:
+    """`cfg` with its denoising steps capped by the preset: what actually runs, so MLflow params,
+    manifests and sampling.json record the steps used, not the requested ones."""
+    return cfg if cap is None or cfg.steps <= cap else dataclasses.replace(cfg, steps=cap)
+
+
+def _read(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of sections")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ParamsError(f"{key}: unknown params section{suggest(key, TOP_KEYS)}")
+    for key in TOP_KEYS:
+        if key not in raw:
+            raise ParamsError(f"{key}: missing params section")
+    model = raw["model"]
+    if not isinstance(model, dict) or set(model) != {"preset"}:
+        raise ParamsError("model: expected exactly one key, `preset`")
+    for key in ("presets", "classes", "pairs"):
+        if not isinstance(raw[key] or {}, dict):
+            raise ParamsError(f"{key}: expected a mapping of id -> entry, got {type(raw[key]).__name__}")
+    return raw
+
+
+def _preset(raw: dict) -> tuple[str, Preset]:
+    presets = raw["presets"] or {}
+    name = raw["model"]["preset"]
+    if not isinstance(name, str):
+        raise ParamsError(f"model.preset: expected a preset name, got {name!r}")
+    if name not in presets:
+        raise ParamsError(f"model.preset: unknown preset {name!r}{suggest(str(name), presets)} "
+                          f"(known: {', '.join(presets)})")
+    for other, entry in presets.items():  # a broken preset fails now, not when someone switches to it
+        build(Preset, entry, f"presets.{other}")
+    return name, build(Preset, presets[name], f"presets.{name}")
+
+
+def _classes_and_pairs(raw: dict) -> tuple[dict[str, str], dict[str, Pair]]:
+    classes = raw["classes"] or {}
+    for cid, noun in classes.items():
+        check_id("class", cid)
+        if not isinstance(noun, str) or not noun.strip():
+            raise ParamsError(f"classes.{cid}: expected a class noun, got {noun!r}")
+    pairs = {}
+    for pid, entry in (raw["pairs"] or {}).items():
+        check_id("pair", pid)
+        pair = build(Pair, entry, f"pairs.{pid}")
+        for key in ("scene_class", "instance_class"):
+            cid = getattr(pair, key)
+            if cid not in classes:
+                raise ParamsError(f"pairs.{pid}.{key}: {cid!r} is not a key of `classes`{suggest(cid, classes)}")
+        pairs[pid] = pair
+    if not pairs:
+        raise ParamsError("pairs: the study needs at least one pair")
+    return dict(classes), pairs
+
+
+def load_study(root: Path, params_file: str = "params.yaml") -> Study:
+    raw = _read(root / params_file)
+    name, preset = _preset(raw)
+    classes, pairs = _classes_and_pairs(raw)
+    # every pair's training settings, merged once: a bad train key fails now, not halfway through the study
+    trains = {(pid, stage): merge_train(raw, pid, pair, stage, preset.train_steps)
+              for pid, pair in pairs.items() for stage in STAGE_KEYS}
+    return Study(
+        root=root, preset_name=name, preset=preset,
+        prompts=build(Prompts, raw["prompts"], "prompts"), classes=classes, pairs=pairs,
+        prepare=build(Prepare, raw["prepare"], "prepare"),
+        priors=cap_steps(build(Sampling, raw["priors"], "priors"), preset.sample_steps),
+        sample=cap_steps(build(Sampling, raw["sample"], "sample"), preset.sample_steps),
+        evaluate=build(Evaluate, raw["evaluate"], "evaluate"),
+        raw=raw, tracking=build(Tracking, raw["tracking"], "tracking"), trains=trains,
+    )

@@ -1,0 +1,119 @@
+"""The params sections that load into one typed, frozen dataclass each (all but the training ones)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from dreamsolo.strict import ParamsError, non_negative, positive
+
+CATEGORIES = ("object", "animal", "human")
+# One dtype vocabulary for training and sampling (torch dtypes: sampling.DTYPES)
+Dtype = Literal["fp32", "bf16", "fp16"]
+# dtype of the sampling models; auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    source: str
+    revision: str | None = None
+    resolution: int = 512
+    seed: int = 0
+    train_steps: int | None = None
+    sample_steps: int | None = None  # caps priors.steps and sample.steps (denoising steps)
+    config: str | None = None  # single-file sources: diffusers folder or hub id giving the architecture
+
+    def validate(self, where: str) -> None:
+        positive(where, resolution=self.resolution, train_steps=self.train_steps, sample_steps=self.sample_steps)
+        if self.resolution % 8:
+            raise ParamsError(f"{where}.resolution: must be a multiple of 8, got {self.resolution}")
+        suffix = Path(self.source).suffix
+        if suffix == ".ckpt":
+            raise ParamsError(f"{where}.source: {self.source} is a pickled .ckpt; only .safetensors single files "
+                              "are loaded (nothing is unpickled): convert it to .safetensors first")
+        if self.config is not None and suffix != ".safetensors":
+            raise ParamsError(f"{where}.config: only used when `source` is a single-file .safetensors "
+                              f"checkpoint (source is {self.source!r}); set it to null")
+        if self.config == "":
+            raise ParamsError(f"{where}.config: empty string; use null or a diffusers folder / hub id")
+
+
+@dataclass(frozen=True)
+class Prompts:
+    scene_token: str
+    instance_token: str
+    recontext: tuple[str, ...] = ()
+
+    def validate(self, where: str) -> None:
+        for key in ("scene_token", "instance_token"):
+            tok = getattr(self, key)
+            if not tok.isalnum():
+                raise ParamsError(f"{where}.{key}: {tok!r} must be a single alphanumeric word")
+        if self.scene_token == self.instance_token:
+            raise ParamsError(f"{where}: scene_token and instance_token must differ")
+        for i, p in enumerate(self.recontext):
+            if "{instance}" not in p:
+                raise ParamsError(f"{where}.recontext[{i}]: {p!r} has no {{instance}} placeholder")
+
+
+@dataclass(frozen=True)
+class Pair:
+    category: Literal["object", "animal", "human"]
+    scene_class: str
+    instance_class: str
+    train_scene: dict = field(default_factory=dict)
+    train_instance: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepare:
+    crop: Literal["center", "none"] = "center"
+    min_size: int = 64
+
+    def validate(self, where: str) -> None:
+        positive(where, min_size=self.min_size)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """`priors` (class images for prior preservation) and `sample` (the pair's prompt set) alike."""
+
+    num_images: int = 4  # per prompt
+    steps: int = 20
+    guidance_scale: float = 7.5
+    batch_size: int = 8
+    seed: int = 0  # image i uses seed + i
+    precision: Precision = "auto"
+
+    def validate(self, where: str) -> None:
+        positive(where, num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
+        non_negative(where, guidance_scale=self.guidance_scale)
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = "openai"
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+    lpips_pretrained: bool = True
+    dino_model: str = "vit_small_patch16_224.dino"
+    dino_pretrained: bool | str = True  # True = timm hub weights, a str = local weights file, False = random
+    batch_size: int = 16
+
+    @property
+    def pretrained(self) -> bool:
+        """False when any evaluator is randomly initialised: its numbers are not meaningful."""
+        return self.clip_pretrained is not None and self.lpips_pretrained and self.dino_pretrained is not False
+
+    def validate(self, where: str) -> None:
+        positive(where, batch_size=self.batch_size)
+        for key in ("clip_pretrained", "dino_pretrained"):
+            if getattr(self, key) == "":
+                raise ParamsError(f"{where}.{key}: empty string; use null / false for random init")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    log_weights: Literal["reference", "artifact"] = "reference"

@@ -1,0 +1,90 @@
+"""DVC stages `sample@<pair>` (the pair's prompt set from its Stage II weights) and `sample_base@<pair>`
+(the same prompts and seeds from the base model: the floor that fine-tuning is measured against)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+from dreamsolo.config import Study
+from dreamsolo.files import atomic_dir
+from dreamsolo.layout import base_dir, model_dir, samples_dir
+from dreamsolo.prompts import pair_prompts
+
+MANIFEST = ["file", "kind", "prompt", "prompt_clean", "seed"]
+
+
+def run(study: Study, pair_id: str | None) -> Path:
+    """`sample@<pair>`: the pair's prompt set from its Stage II weights."""
+    assert pair_id is not None
+    return _sample(study, pair_id, "sample", model_dir(study.root, pair_id, "train_instance"),
+                   samples_dir(study.root, pair_id))
+
+
+def run_base(study: Study, pair_id: str | None) -> Path:
+    """`sample_base@<pair>`: the same prompts and seeds from the base model (no fine-tuning).
+
+    Reads only the base model, `sample.*`, `prompts` and the pair's two class nouns, so it never
+    reruns when training changes; `evaluate@<pair>` scores it with the same evaluators."""
+    assert pair_id is not None
+    return _sample(study, pair_id, "sample_base", base_dir(study.root, study.preset_name),
+                   samples_dir(study.root, pair_id, base=True))
+
+
+def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) -> Path:
+    """N images per prompt of the pair's prompt set from `weights`, in batches, plus manifest and grid."""
+    from dreamsolo import tracking
+    from dreamsolo.models.loading import device
+    from dreamsolo.sampling import dtype_name, load_for_sampling, sample_images, sampling_dtype, save_images
+
+    pair = study.pair(pair_id)
+    cfg = study.sample
+    dtype = sampling_dtype(cfg.precision, device(), "sample")  # a setting this device can't run stops here
+    rows = pair_prompts(study.prompts, study.class_noun(pair.scene_class), study.class_noun(pair.instance_class))
+    seeds = [cfg.seed + i for i in range(cfg.num_images)]
+    jobs = [(r, s) for r in rows for s in seeds]
+    params = {"pair": pair_id, "preset": study.preset_name, **dataclasses.asdict(cfg),
+              "prompts": [r.prompt for r in rows]}
+    if stage != "sample":
+        params["weights"] = str(weights.relative_to(study.root))
+    with tracking.stage_run(study.root, stage, params, pair=pair_id) as run_, atomic_dir(out) as tmp:
+        pipe = load_for_sampling(weights, dtype)
+        images = sample_images(pipe, [r.prompt for r, _ in jobs], [s for _, s in jobs], cfg,
+                               study.preset.resolution, f"{stage} {pair_id}")
+        files = save_images(images, tmp)
+        with open(tmp / "manifest.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(MANIFEST)
+            for name, (r, s) in zip(files, jobs):
+                w.writerow([name, r.kind, r.prompt, r.prompt_clean, s])
+        info = _sampling_info(study, weights, dtype_name(dtype), pipe)
+        (tmp / "sampling.json").write_text(json.dumps(info, indent=2) + "\n")
+        run_.tags({"weights": info["weights"], "dtype": info["dtype"]})
+        run_.artifact(tmp / "manifest.csv")
+        run_.artifact(tmp / "sampling.json")
+        grid(images, cols=cfg.num_images).save(tmp / "grid.png")
+        run_.artifact(tmp / "grid.png")  # one row per prompt, one column per seed (the UI previews it)
+    return out
+
+
+def _sampling_info(study: Study, weights: Path, dtype: str, pipe) -> dict:
+    """How the folder's images were made, beyond params.yaml: the sampler and dtype that ran, and where."""
+    import torch
+
+    return {"weights": str(weights.relative_to(study.root)), "sampler": type(pipe.scheduler).__name__,
+            **dataclasses.asdict(study.sample), "resolution": study.preset.resolution, "dtype": dtype,
+            "device": str(pipe.device), "torch": torch.__version__}
+
+
+def grid(images, cols: int):
+    """The images in rows of `cols` (one row per prompt, one column per seed)."""
+    from PIL import Image
+
+    w, h = images[0].size
+    rows = (len(images) + cols - 1) // cols
+    sheet = Image.new("RGB", (cols * w, rows * h), "white")
+    for i, im in enumerate(images):
+        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
+    return sheet

@@ -1,0 +1,70 @@
+"""DVC stages `train_scene@<pair>` (Stage I: the base model learns the scene as `<V> <scene class>`) and
+`train_instance@<pair>` (Stage II: from Stage I's weights, the instance as `<S> <instance class>`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+from dreamsolo.config import Study
+from dreamsolo.files import atomic_file
+from dreamsolo.layout import (SUBDIR, TrainStage, base_dir, checkpoint_dir, is_model, model_dir, prepared_dir,
+                              priors_dir, train_log)
+from dreamsolo.prompts import class_prompt, instance_prompt, scene_prompt
+from dreamsolo.training.inputs import StageInputs
+
+
+def stage_inputs(study: Study, pair_id: str, stage: TrainStage) -> StageInputs:
+    """Which weights the stage starts from, which photo and prompts it learns, where it writes."""
+    root, pair = study.root, study.pair(pair_id)
+    prepared = prepared_dir(root, pair_id)
+    scene_noun, inst_noun = study.class_noun(pair.scene_class), study.class_noun(pair.instance_class)
+    common = dict(out_dir=model_dir(root, pair_id, stage), ckpt_dir=checkpoint_dir(root, pair_id, stage))
+    if stage == "train_scene":
+        return StageInputs(
+            init_dir=base_dir(root, study.preset_name), image=prepared / "scene.png",
+            prompt=scene_prompt(study.prompts, scene_noun),
+            prior_latents=priors_dir(root, pair.scene_class) / "latents.safetensors",
+            prior_prompt=class_prompt(scene_noun), **common,
+        )
+    replay = study.train(pair_id, stage).replay_weight > 0
+    return StageInputs(
+        init_dir=model_dir(root, pair_id, "train_scene"), image=prepared / "instance.png",
+        prompt=instance_prompt(study.prompts, inst_noun),
+        prior_latents=priors_dir(root, pair.instance_class) / "latents.safetensors",
+        prior_prompt=class_prompt(inst_noun),
+        replay_image=prepared / "scene.png" if replay else None,
+        replay_prompt=scene_prompt(study.prompts, scene_noun) if replay else None, **common,
+    )
+
+
+def _check_inputs(study: Study, pair_id: str, stage: TrainStage, inp: StageInputs) -> None:
+    missing = [f for f in (inp.image, inp.prior_latents) if not f.is_file()]
+    missing += [] if is_model(inp.init_dir) else [inp.init_dir]
+    if missing:
+        raise FileNotFoundError(f"{stage}@{pair_id}: input {missing[0].relative_to(study.root)} is missing")
+
+
+def run(study: Study, pair_id: str | None, stage: TrainStage) -> dict:
+    from dreamsolo import tracking
+    from dreamsolo.tracking.weights import log_weights
+    from dreamsolo.training.loop import train_stage
+
+    assert pair_id is not None
+    cfg = study.train(pair_id, stage)
+    inp = stage_inputs(study, pair_id, stage)
+    _check_inputs(study, pair_id, stage, inp)
+    params = {"pair": pair_id, "category": study.pair(pair_id).category, "preset": study.preset_name,
+              "prompt": inp.prompt, "prior_prompt": inp.prior_prompt, "replay_prompt": inp.replay_prompt,
+              **dataclasses.asdict(cfg)}
+    with tracking.stage_run(study.root, stage, params, pair=pair_id) as run_:
+        summary = train_stage(inp, cfg, log=lambda step, m: run_.metrics(m, step=step),
+                              desc=f"{SUBDIR[stage]} {pair_id}")
+        run_.metrics({"seconds": summary["seconds"], "s_per_step": summary["s_per_step"]})
+        with atomic_file(train_log(study.root, pair_id, stage)) as tmp:  # `dvc plots show` draws the losses
+            shutil.copyfile(inp.out_dir / "train_log.csv", tmp)
+        run_.artifact(inp.out_dir / "train_log.csv")
+        run_.artifact(inp.out_dir / "train_meta.json")
+        log_weights(run_, study.root, inp.out_dir, study.tracking.log_weights)
+        run_.tags({"weights": str(inp.out_dir.relative_to(study.root))})
+    return summary

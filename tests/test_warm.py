@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from studykit import env, make_study
 
-from dreamsolo import warm
+from dreamsolo.warm import client as warm
 
 pytestmark = pytest.mark.skipif(not warm.enabled() and os.environ.get("DREAMSOLO_WARM") != "0",
                                 reason="warm mode is off on this machine (not Linux, or a GPU)")

@@ -8,7 +8,7 @@ only `dreamsolo.stages.stage_main` calls in here, and no library module reads th
 
 from __future__ import annotations
 
-from dreamsolo.warm.server import enabled, handoff, switched_on
+from dreamsolo.warm.client import enabled, handoff, switched_on
 
 __all__ = ["enabled", "handoff", "start_logger", "switched_on"]
 

@@ -97,7 +97,8 @@ class Worker:
 
     @classmethod
     def start(cls, uri: str) -> Worker | None:
-        from dreamsolo.warm.server import fresh_fork, switched_on
+        from dreamsolo.warm.client import switched_on
+        from dreamsolo.warm.server import fresh_fork
 
         if "fork" not in mp.get_all_start_methods():
             return None  # no fork (Windows, macOS default): log in-process

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 
 from dreamsolo.paths import check_id
-from dreamsolo.strict import ParamsError, blame, build, non_negative, positive, suggest
+from dreamsolo.strict import ParamsError, blame, build, non_negative, positive, read_yaml, suggest
 
 __all__ = ["ParamsError", "build", "load_study", "Study", "Train"]
 
@@ -274,7 +274,7 @@ def cap_steps(cfg, cap: int | None):
 def load_study(root: Path, params_file: str = "params.yaml") -> Study:
     path = root / params_file
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path)  # as DVC reads it (YAML 1.2, duplicate keys refused)
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
     except yaml.YAMLError as e:

@@ -15,6 +15,6 @@ def base_stage(study: Study, _item: str | None = None) -> None:
 
     params = {"preset": study.preset_name, **dataclasses.asdict(study.preset)}
     with tracking.stage_run(study.root, "base", params) as run, atomic_dir(base_dir(study)) as tmp:
-        info = materialise_base(study.preset, tmp, study.root)
+        info = materialise_base(study.preset, tmp, study.root, f"presets.{study.preset_name}")
         write_info(tmp, info)
         run.dict(info, "base.json")

@@ -54,7 +54,7 @@ def explain(err: BaseException, repo: str, revision: str | None, where: str) -> 
     if (e := _first(err, (GATED,))) is not None:
         return HubModelUnavailable(
             f"{where}.source: hub model {at} is gated ({_reason(e)}); accept its terms on huggingface.co "
-            f"and log in (`hf auth login` or HF_TOKEN), {local}")
+            f"and log in (hf auth login, or set HF_TOKEN), {local}")
     if (e := _first(err, NOT_FOUND)) is not None:
         what = "revision" if any(k.__name__ == NOT_FOUND[0] for k in type(e).__mro__) else "repository"
         return HubModelUnavailable(

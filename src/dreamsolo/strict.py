@@ -1,4 +1,5 @@
-"""Strict params machinery: typed frozen dataclasses from YAML mappings, with messages naming the key."""
+"""Strict params machinery: params.yaml read as DVC reads it, and typed frozen dataclasses from its
+mappings, with messages naming the key."""
 
 from __future__ import annotations
 
@@ -121,7 +122,10 @@ PLAIN = (bool, int, float, str, type(None))  # with dict and list: what dataclas
 
 def shown(path: Path | str) -> str:
     """The path as messages show it: relative to the cwd (the study root under DVC) when inside it."""
-    rel = os.path.relpath(path)
+    try:
+        rel = os.path.relpath(path)
+    except (OSError, ValueError):  # cwd gone, or another drive: the path as given
+        return str(path)
     return str(path) if rel.startswith("..") else rel
 
 
@@ -224,6 +228,9 @@ def plain(value: Any, where: str) -> Any:
                       "(text, number, boolean, null, list or mapping); quote it to make it text")
 
 
+_YAML12 = VersionedResolver(version=(1, 2))
+
+
 class _Dumper(yaml.SafeDumper):
     """PyYAML's safe dumper, also quoting text that YAML 1.2 (DVC) reads as something else."""
 
@@ -231,8 +238,7 @@ class _Dumper(yaml.SafeDumper):
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     node = dumper.represent_str(value)
     # PyYAML already quotes what 1.1 reads as non-text (`no`, `010`); `1e-5`, `0o10` it leaves plain
-    if node.style is None and str(VersionedResolver(version=(1, 2)).resolve(
-            ScalarNode, value, (True, False))) != "tag:yaml.org,2002:str":
+    if node.style is None and str(_YAML12.resolve(ScalarNode, value, (True, False))) != "tag:yaml.org,2002:str":
         node.style = "'"
     return node
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
+from dreamsolo.strict import dump_yaml, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools"]
@@ -50,10 +50,10 @@ def set_key(params: dict, dotted: str, value: Any) -> None:
 
 def edit_params(root: Path, edits: dict[str, Any]) -> None:
     path = root / "params.yaml"
-    params = yaml.safe_load(path.read_text())
+    params = read_yaml(path)  # as DVC and the stages read it; dump_yaml writes what reads back the same
     for dotted, value in edits.items():
         set_key(params, dotted, value)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(dump_yaml(params))
 
 
 def make_study(dest: Path, pairs: list[str], edits: dict[str, Any] | None = None, git: bool = False) -> Path:
@@ -66,11 +66,11 @@ def make_study(dest: Path, pairs: list[str], edits: dict[str, Any] | None = None
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params = read_yaml(dest / "params.yaml")
     params["pairs"] = {p: params["pairs"][p] for p in pairs}
     used = {c for p in params["pairs"].values() for c in (p["scene_class"], p["instance_class"])}
     params["classes"] = {c: n for c, n in params["classes"].items() if c in used}
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "params.yaml").write_text(dump_yaml(params))
     edit_params(dest, {**FAST, **(edits or {})})
     (dest / "data/pairs").mkdir(parents=True, exist_ok=True)
     for p in pairs:

@@ -226,7 +226,7 @@ def test_converted_trunk_equals_torchvisions_cached_weights(net: str) -> None:
     tv = torch.load(hub, map_location="cpu", weights_only=True)
     ours = lw.load_trunk(net)
     for key, value in ours.items():
-        name, index, kind = key.split(".")  # slice2.3.weight -> features.3.weight
+        _, index, kind = key.split(".")  # slice2.3.weight -> features.3.weight
         assert torch.equal(value, tv[f"features.{index}.{kind}"]), key
 
 

@@ -127,7 +127,8 @@ def test_the_scanner_catches_what_it_looks_for(tmp_path):
 
 def test_the_restricted_unpickler_check_catches_plain_loads(tmp_path):
     ok = tmp_path / "ok.py"
-    ok.write_text("import pickle\nclass U(pickle.Unpickler):\n    def find_class(self, m, n):\n        raise KeyError\n")
+    ok.write_text("import pickle\nclass U(pickle.Unpickler):\n"
+                  "    def find_class(self, m, n):\n        raise KeyError\n")
     assert _restricted_only(ok, tmp_path) == []
     bad = tmp_path / "bad.py"
     bad.write_text("import pickle\nclass U(pickle.Unpickler):\n    pass\n"

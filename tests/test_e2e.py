@@ -308,7 +308,7 @@ def test_dvc_plots_and_metrics_diff_show_the_change(study, tmp_path):
     root, _ = study
     run(["git", "add", "dvc.yaml", "dvc.lock", "params.yaml", "reports"], root)
     run(["git", "commit", "-qm", "results"], root)
-    edit_params(root, {"evaluate.lpips_net": "squeeze"})
+    edit_params(root, {"evaluate.lpips_pretrained": False})  # the real trunk -> a random one
     out = run(["dvc", "repro"], root)
     assert ran(out.stdout) == per_pair("evaluate") | {"report"}
     changed = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], root).stdout)["reports/metrics.json"]

@@ -120,3 +120,45 @@ def run_chain(study, pair: str, through: str = "generate_priors", classes=None) 
     for name in CHAIN[: CHAIN.index(through) + 1]:
         out[name] = fns[name]()
     return out
+
+
+# --- reading a study's MLflow store back (end-to-end tests) ---
+
+def mlflow_client(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    from dreamsolo import tracking
+
+    client = MlflowClient(f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    assert exp is not None, "no MLflow experiment"
+    return client, exp.experiment_id
+
+
+def load_table(root: Path, name: str, run_id: str):
+    """The run's MLflow table (MlflowClient.load_table searches through the global URI: set it here)."""
+    import mlflow
+
+    client, exp_id = mlflow_client(root)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    try:
+        return client.load_table(exp_id, name, run_ids=[run_id])
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def current_runs(runs) -> dict:
+    """{dvc_stage: newest FINISHED run not superseded} - what the workspace outputs came from."""
+    out: dict = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        if r.info.status == "FINISHED" and "superseded_by" not in r.data.tags and r.data.tags.get("dvc_stage"):
+            out[r.data.tags["dvc_stage"]] = r
+    return out
+
+
+def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
+    out: set[str] = set()
+    for a in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, a.path) if a.is_dir else {a.path}
+    return out

@@ -18,7 +18,7 @@ PAIR = "cat_grass"
 THREADS = 1  # both runs alike (a thread count may change float reduction order); also fastest on 2 cores
 
 
-def run_chain(root: Path) -> None:
+def chain_to_sample(root: Path) -> None:
     """Every stage up to `sample` for PAIR, in-process (MLFLOW_TRACKING_URI must be set)."""
     from dreamsolo.config import load_study
 
@@ -49,9 +49,9 @@ def studies(tmp_path_factory, threads) -> tuple[Path, Path]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{(base / 'a.db').as_posix()}")
         mp.chdir(a)
-        run_chain(a)
+        chain_to_sample(a)
     code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); " \
-           "from pathlib import Path; from test_determinism import run_chain; run_chain(Path.cwd())"
+           "from pathlib import Path; from test_determinism import chain_to_sample; chain_to_sample(Path.cwd())"
     e = {**env(b), "MLFLOW_TRACKING_URI": f"sqlite:///{(base / 'b.db').as_posix()}",
          "OMP_NUM_THREADS": str(THREADS), "MKL_NUM_THREADS": str(THREADS)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=b, env=e, capture_output=True, text=True, timeout=600)

@@ -157,7 +157,7 @@ def test_a_server_that_hangs_up_before_the_stage_starts_means_a_cold_run(study):
 
     short = tempfile.mkdtemp(prefix="dsw")  # a private folder of its own (no real server there), short
     extra = {"XDG_RUNTIME_DIR": short}      # enough for an AF_UNIX path
-    where = subprocess.run([sys.executable, "-c", "from dreamsolo import warm; "
+    where = subprocess.run([sys.executable, "-c", "from dreamsolo.warm import client as warm; "
                             "print(warm._private_dir() / (warm._key() + '.sock'))"],
                            cwd=study, env=stage_env(study, True, **extra), capture_output=True, text=True, check=True)
     fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -79,7 +79,7 @@ def study(tmp_path_factory):
     mp.setattr(evaluators, "load_evaluators", load)
     mp.setattr(score, "score_samples", scored)
     s = load_study(root)
-    summaries = {p: evaluate_stage(s, p) for p in PAIRS}
+    summaries = {p: evaluate_stage(s, p).to_json() for p in PAIRS}  # the typed result, as the file has it
     report_stage(s)
     yield root, summaries, calls
     mp.undo()
@@ -141,8 +141,9 @@ def test_joint_scoring_matches_scoring_each_set_alone(study):
 def test_study_summary_base_and_delta(study):
     root, summaries, _ = study
     from dreamsolo.metrics.aggregate import study_summary
+    from dreamsolo.metrics.results import PairResult
 
-    out = study_summary(list(summaries.values()))
+    out = study_summary([PairResult.from_json(s, p) for p, s in summaries.items()])
     for m in ("clip_t", "lpips_instance", "div"):
         pick = (lambda d: d[m]) if m == "div" else (lambda d: d["metrics"][m])
         base_means = [pick(s["base"])["mean"] for s in summaries.values()]

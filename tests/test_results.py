@@ -87,3 +87,19 @@ def test_from_json_refuses_a_non_object():
     with pytest.raises(PairResultError, match=f"^{WHERE}: the file must be an object, got list"):
         PairResult.from_json([], WHERE)
 
+
+def test_report_reads_typed_results_and_names_a_stale_file(tmp_path):
+    from dreamsolo.report.tables import read_results
+
+    folder = tmp_path / "reports" / "pairs"
+    folder.mkdir(parents=True)
+    (folder / "cat_grass.json").write_text(json.dumps(_result().to_json()))
+    assert read_results(tmp_path, ["cat_grass"]) == [_result()]
+    stale = _result().to_json()
+    del stale["base"], stale["delta"]  # what evaluate wrote before the floor
+    (folder / "cat_grass.json").write_text(json.dumps(stale))
+    with pytest.raises(PairResultError, match="^reports/pairs/cat_grass.json: no 'base' block"):
+        read_results(tmp_path, ["cat_grass"])
+    (folder / "cup_brick.json").write_text(json.dumps(_result().to_json()))  # says cat_grass
+    with pytest.raises(ValueError, match="cup_brick.json: says pair 'cat_grass', expected 'cup_brick'"):
+        read_results(tmp_path, ["cup_brick"])

@@ -129,7 +129,7 @@ def test_sample_base_is_the_floor(study, ran):
 
 
 def test_evaluate(study, ran):
-    summary = ran["evaluate"]
+    summary = ran["evaluate"].to_json()  # the stage returns the typed PairResult it wrote
     saved = json.loads((study.root / "reports/pairs" / f"{PAIR}.json").read_text())
     assert saved["n_samples"] == summary["n_samples"] == 12
     assert saved["warning"] == "evaluators not pretrained: numbers are not meaningful"

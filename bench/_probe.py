@@ -52,7 +52,7 @@ def timed(name: str, fn, first_work: bool = False):
             event("FIRST_WORK", time.time())
             if STOP:
                 dump()
-                worker = getattr(sys.modules.get("dreamsolo.tracking"), "_worker", None)
+                worker = getattr(sys.modules.get("dreamsolo.tracking"), "_logger", None)
                 if worker is not None:  # the forked MLflow logger would outlive os._exit
                     os.kill(worker.proc.pid, signal.SIGKILL)
                 os._exit(0)

@@ -83,15 +83,14 @@ def make_study(root: Path, pair: str = "cat_grass") -> Path:
 
 
 def run_timed(cmd: list[str], root: Path, mark: re.Pattern | None, extra_env: dict | None = None,
-              timeout: float = 900, ready: bytes | None = None) -> dict:
+              timeout: float = 900) -> dict:
     """Run one stage process; seconds to the first `mark` on stderr, to exit, and its peak RSS (wait4).
-    With `ready`, the clock for the mark starts when `ready` shows on stderr and a line is sent to stdin.
     A process still running after `timeout` s (e.g. a hung logger) is killed and reported as an error."""
-    t0 = t_mark = time.perf_counter()
+    t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=root, env=env(root, extra_env), stdout=subprocess.DEVNULL,
-                            stdin=subprocess.PIPE if ready else None, stderr=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             start_new_session=True)  # its own process group: killable whole
-    buf, first, start = b"", None, 0
+    buf, first = b"", None
     fd = proc.stderr.fileno()
     while True:
         left = timeout - (time.perf_counter() - t0)
@@ -104,12 +103,8 @@ def run_timed(cmd: list[str], root: Path, mark: re.Pattern | None, extra_env: di
         if not chunk:
             break
         buf += chunk
-        if ready and ready in buf[start:]:
-            t_mark, start, ready = time.perf_counter(), len(buf), None
-            proc.stdin.write(b"go\n")
-            proc.stdin.close()
-        elif first is None and mark is not None and mark.search(buf[max(start, len(buf) - len(chunk) - 256):]):
-            first = time.perf_counter() - t_mark
+        if first is None and mark is not None and mark.search(buf[max(0, len(buf) - len(chunk) - 256):]):
+            first = time.perf_counter() - t0
     _, status, usage = os.wait4(proc.pid, 0)
     total = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)

@@ -4,10 +4,9 @@ Runs `python stages/train_scene.py --pair P` (what DVC runs, all steps, save and
 in a throwaway study root and reads the child's ru_maxrss with wait4. Median [min-max] of --runs.
 --phases: one more run under bench/_probe.py: resident set after each import / phase, so the
   peak can be attributed (torch, MLflow + SQLAlchemy/pandas, diffusers + torch._dynamo, model, training).
---variants: the same stage with the bench-only what-ifs of bench/_variant.py (MLflow off the
-  process, component-wise model loading), and the floors `import torch` / diffusers UNet import.
+--floors: peak RSS of processes that only import (torch; + diffusers' UNet; + the pipeline and mlflow).
 
-    python bench/memory.py --runs 3 --phases --variants
+    python bench/memory.py --runs 3 --phases --floors
 """
 
 from __future__ import annotations
@@ -24,11 +23,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _study import PY, REPO, env, make_study, run_timed  # noqa: E402
+from _study import PY, REPO, make_study, run_timed  # noqa: E402
 
 TARGET_GB = 1.40
-VARIANTS = {"baseline": [], "no MLflow in process": ["--no-mlflow"], "component loading": ["--components"],
-            "both": ["--no-mlflow", "--components"]}
 FLOORS = {"python + import torch": "import torch",
           "+ diffusers UNet2DConditionModel": "import torch; from diffusers import UNet2DConditionModel",
           "+ StableDiffusionPipeline + mlflow": "import torch, mlflow; from diffusers import StableDiffusionPipeline"}
@@ -38,9 +35,8 @@ def fmt(xs: list[float]) -> str:
     return f"{statistics.median(xs):.3f} [{min(xs):.3f}-{max(xs):.3f}]"
 
 
-def stage(root: Path, pair: str, pre: list[str]) -> list[str]:
-    head = [PY, str(REPO / "bench/_variant.py"), *pre] if pre else [PY]
-    return [*head, "stages/train_scene.py", "--pair", pair]
+def stage(pair: str) -> list[str]:
+    return [PY, "stages/train_scene.py", "--pair", pair]
 
 
 def floor(code: str) -> float:
@@ -66,7 +62,7 @@ def main(argv=None) -> None:
     p.add_argument("--pair", default="cat_grass")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--phases", action="store_true")
-    p.add_argument("--variants", action="store_true")
+    p.add_argument("--floors", action="store_true", help="peak RSS of processes that only import")
     p.add_argument("--keep", type=Path, help="use/keep this study root instead of a temp one")
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
@@ -78,15 +74,13 @@ def main(argv=None) -> None:
         if not (root / "params.yaml").is_file():
             make_study(root, a.pair)
         if not (root / "mlflow.db").exists():
-            run_timed(stage(root, a.pair, []), root, None)  # the SQLite store, as after a first stage
-        names = VARIANTS if a.variants else {"baseline": []}
+            run_timed(stage(a.pair), root, None)  # the SQLite store, as after a first stage
         print(f"\n{'train_scene process':<28}{'peak RSS GB':>28}{'wall s':>26}")
-        for name, pre in names.items():
-            got = [run_timed(stage(root, a.pair, pre), root, None) for _ in range(a.runs)]
-            rss, wall = [g["peak_rss_gb"] for g in got], [g["total_s"] for g in got]
-            result[name] = {"peak_rss_gb": rss, "total_s": wall}
-            print(f"{name:<28}{fmt(rss):>28}{fmt(wall):>26}")
-        if a.variants:
+        got = [run_timed(stage(a.pair), root, None) for _ in range(a.runs)]
+        rss, wall = [g["peak_rss_gb"] for g in got], [g["total_s"] for g in got]
+        result["baseline"] = {"peak_rss_gb": rss, "total_s": wall}
+        print(f"{'baseline':<28}{fmt(rss):>28}{fmt(wall):>26}")
+        if a.floors:
             print("\nfloors (peak RSS GB of a process that only imports)")
             for name, code in FLOORS.items():
                 result[name] = floor(code)

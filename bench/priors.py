@@ -79,6 +79,58 @@ def run_config(pipe, kind: str, steps: int, batch: int, n: int, res: int, cfg_sc
     return time.perf_counter() - t
 
 
+def tiny_model(a: argparse.Namespace) -> tuple[Path, Path | None]:
+    """(model folder, temp dir to remove or None): --model-dir, models/base/tiny, else a tiny one built."""
+    model = a.model_dir or REPO / "models/base/tiny"
+    if (model / "model_index.json").is_file():
+        return model, None
+    from dreamsolo.models.tiny import build_tiny
+
+    work = Path(tempfile.mkdtemp(prefix="dreamsolo-priors-"))
+    build_tiny(work / "tiny", 0)
+    return work / "tiny", work
+
+
+def load(model: Path, kind: str, precision: str) -> tuple:
+    """(pipeline, its original scheduler), freshly loaded and cast for one (precision, ref?) key."""
+    from dreamsolo.models.loading import device, load_pipeline
+    from dreamsolo.sampling import sampling_dtype, to_sampling_dtype
+
+    loaded = load_pipeline(model).to(device())
+    dtype = sampling_dtype(precision, loaded.device, "bench")
+    if kind == "ref":  # the reference casts the whole pipeline (torch_dtype), VAE included
+        loaded.to(dtype=dtype)
+    else:  # as the stages: UNet and text encoder; the VAE decodes in fp32
+        to_sampling_dtype(loaded, dtype)
+    return loaded, loaded.scheduler
+
+
+def measure(a: argparse.Namespace, model: Path, spec: str, pipes: dict) -> tuple[dict, int]:
+    """One config: a warm-up batch, then --repeats timed runs of --images; (result row, resolution)."""
+    from dreamsolo.sampling import DTYPES, dtype_name
+
+    kind, steps, batch, *rest = spec.split(":")
+    precision = rest[0] if rest else a.precision
+    if kind not in ("dpm", "ddim", "ref") or precision not in ("auto", *DTYPES):
+        sys.exit(f"priors: {spec}: want SAMPLER:STEPS:BATCH[:PRECISION] (dpm|ddim|ref, auto|fp32|bf16|fp16)")
+    key = (precision, kind == "ref")
+    if key not in pipes:
+        pipes[key] = load(model, kind, precision)
+    pipe, original = pipes[key]
+    res = a.resolution or pipe.vae.config.sample_size
+    steps, batch = int(steps), int(batch)
+    set_sampler(pipe, kind, original)
+    n = -(-a.images // batch) * batch
+    run_config(pipe, kind, steps, batch, batch, res, a.guidance_scale)  # warm-up batch
+    secs = [run_config(pipe, kind, steps, batch, n, res, a.guidance_scale) / n for _ in range(a.repeats)]
+    med = statistics.median(secs)
+    print(f"priors: {spec} ({dtype_name(pipe.unet.dtype)}): {med:.4f} s/image", file=sys.stderr)
+    return {"config": spec, "sampler": kind, "steps": steps, "batch": batch, "images": n,
+            "dtype": dtype_name(pipe.unet.dtype),
+            "s_per_image": {"median": round(med, 4), "min": round(min(secs), 4), "max": round(max(secs), 4)},
+            "images_per_s": round(1 / med, 3)}, res
+
+
 def main(argv=None) -> None:
     a = parse(argv)
     load_start = os.getloadavg()
@@ -88,50 +140,17 @@ def main(argv=None) -> None:
     import torch
     import diffusers
 
-    from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.sampling import DTYPES, dtype_name, sampling_dtype, to_sampling_dtype
+    from dreamsolo.models.loading import device
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    work = None
-    model = a.model_dir or REPO / "models/base/tiny"
-    if not (model / "model_index.json").is_file():
-        from dreamsolo.models.tiny import build_tiny
-
-        work = Path(tempfile.mkdtemp(prefix="dreamsolo-priors-"))
-        model = work / "tiny"
-        build_tiny(model, 0)
-    pipes = {}  # (precision, ref?) -> pipeline: casting one copy back and forth would round its weights
+    model, work = tiny_model(a)
+    pipes: dict = {}  # (precision, ref?) -> pipeline: casting one copy back and forth would round its weights
     try:
         results = []
         for spec in a.configs:
-            kind, steps, batch, *rest = spec.split(":")
-            precision = rest[0] if rest else a.precision
-            if kind not in ("dpm", "ddim", "ref") or precision not in ("auto", *DTYPES):
-                sys.exit(f"priors: {spec}: want SAMPLER:STEPS:BATCH[:PRECISION] (dpm|ddim|ref, auto|fp32|bf16|fp16)")
-            key = (precision, kind == "ref")
-            if key not in pipes:
-                loaded = load_pipeline(model).to(device())
-                dtype = sampling_dtype(precision, loaded.device, "bench")
-                if kind == "ref":  # the reference casts the whole pipeline (torch_dtype), VAE included
-                    loaded.to(dtype=dtype)
-                else:  # as the stages: UNet and text encoder; the VAE decodes in fp32
-                    to_sampling_dtype(loaded, dtype)
-                pipes[key] = (loaded, loaded.scheduler)
-            pipe, original = pipes[key]
-            res = a.resolution or pipe.vae.config.sample_size
-            steps, batch = int(steps), int(batch)
-            set_sampler(pipe, kind, original)
-            n = -(-a.images // batch) * batch
-            run_config(pipe, kind, steps, batch, batch, res, a.guidance_scale)  # warm-up batch
-            secs = [run_config(pipe, kind, steps, batch, n, res, a.guidance_scale) / n for _ in range(a.repeats)]
-            med = statistics.median(secs)
-            results.append({"config": spec, "sampler": kind, "steps": steps, "batch": batch, "images": n,
-                            "dtype": dtype_name(pipe.unet.dtype),
-                            "s_per_image": {"median": round(med, 4), "min": round(min(secs), 4),
-                                            "max": round(max(secs), 4)},
-                            "images_per_s": round(1 / med, 3)})
-            print(f"priors: {spec} ({dtype_name(pipe.unet.dtype)}): {med:.4f} s/image", file=sys.stderr)
+            row, res = measure(a, model, spec, pipes)
+            results.append(row)
     finally:
         if work:
             shutil.rmtree(work, ignore_errors=True)

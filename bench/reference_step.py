@@ -49,18 +49,27 @@ def main() -> None:
 
 def run(a: argparse.Namespace, tmp: Path) -> dict:
     import torch
-    import torch.nn.functional as F
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from diffusers.optimization import get_scheduler
-    from PIL import Image
-    from PIL.ImageOps import exif_transpose
-    from torchvision import transforms
-    from tqdm.auto import tqdm
-    from transformers import CLIPTextModel, CLIPTokenizer
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    model = a.model_dir
+    unet, vae, text_encoder, tokenizer, noise_scheduler = load_models(a.model_dir, tmp)
+    size = vae.config.sample_size
+    loader = make_loader(tmp, a.pair, a.class_images, size, tokenizer)
+    timed = train(a.warmup + a.steps, loader, unet, vae, text_encoder, noise_scheduler)[a.warmup:]
+    return {
+        "bench": "reference_step", "model": str(a.model_dir or "tiny (built)"), "resolution": size,
+        "s_per_step": {"median": round(statistics.median(timed), 5), "min": round(min(timed), 5),
+                       "max": round(max(timed), 5), "mean": round(statistics.mean(timed), 5)},
+        "steps_timed": len(timed), "threads": torch.get_num_threads(),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+    }
+
+
+def load_models(model: Path | None, tmp: Path) -> tuple:
+    """UNet (trained), frozen VAE and text encoder, tokenizer, DDPM scheduler, as the reference loads them."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
     if model is None:
         from dreamsolo.models.tiny import build_tiny
 
@@ -71,45 +80,61 @@ def run(a: argparse.Namespace, tmp: Path) -> dict:
     text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder").requires_grad_(False)
     tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
     noise_scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
-    size = vae.config.sample_size
+    return unet, vae, text_encoder, tokenizer, noise_scheduler
+
+
+def make_loader(tmp: Path, pair: str, class_images: int, size: int, tokenizer):
+    """The reference's DataLoader: every example re-read from disk, EXIF-transposed, resized,
+    random-cropped, normalised, its prompt tokenised; batches of 1 instance + 1 class example."""
+    import torch
+    from PIL import Image
+    from PIL.ImageOps import exif_transpose
+    from torchvision import transforms
 
     # class images present, as JPEGs (what the reference writes); the instance photo as committed
     class_dir = tmp / "class"
     class_dir.mkdir()
-    for i in range(a.class_images):
+    for i in range(class_images):
         Image.new("RGB", (size, size), (i * 13 % 256, 90, 160)).save(class_dir / f"{i}.jpg")
-    inst = next(f for f in (REPO / "data/pairs" / a.pair).iterdir() if f.stem.lower() == "instance")
+    inst = next(f for f in (REPO / "data/pairs" / pair).iterdir() if f.stem.lower() == "instance")
     tf = transforms.Compose([transforms.Resize(size), transforms.RandomCrop(size), transforms.ToTensor(),
                              transforms.Normalize([0.5], [0.5])])
 
+    def image(path: Path) -> torch.Tensor:
+        return tf(exif_transpose(Image.open(path)).convert("RGB"))
+
+    def ids(prompt: str) -> torch.Tensor:
+        return tokenizer(prompt, truncation=True, padding="max_length",
+                         max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
+
     class Data(torch.utils.data.Dataset):
         def __len__(self) -> int:
-            return a.class_images
+            return class_images
 
         def __getitem__(self, i: int) -> dict:
-            def image(path: Path) -> torch.Tensor:
-                return tf(exif_transpose(Image.open(path)).convert("RGB"))
-
-            def ids(prompt: str) -> torch.Tensor:
-                return tokenizer(prompt, truncation=True, padding="max_length",
-                                 max_length=tokenizer.model_max_length, return_tensors="pt").input_ids
-
             return {"instance": image(inst), "instance_ids": ids("a photo of sks cat"),
                     "class": image(class_dir / f"{i}.jpg"), "class_ids": ids("a photo of a cat")}
 
     def collate(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         pixels = [e["instance"] for e in examples] + [e["class"] for e in examples]
-        ids = [e["instance_ids"] for e in examples] + [e["class_ids"] for e in examples]
-        return torch.stack(pixels).float(), torch.cat(ids)
+        token_ids = [e["instance_ids"] for e in examples] + [e["class_ids"] for e in examples]
+        return torch.stack(pixels).float(), torch.cat(token_ids)
 
-    loader = torch.utils.data.DataLoader(Data(), batch_size=1, shuffle=True, collate_fn=collate)
+    return torch.utils.data.DataLoader(Data(), batch_size=1, shuffle=True, collate_fn=collate)
+
+
+def train(total: int, loader, unet, vae, text_encoder, noise_scheduler) -> list[float]:
+    """`total` reference steps; seconds of each, end to end (data loading included)."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers.optimization import get_scheduler
+    from tqdm.auto import tqdm
+
     optimizer = torch.optim.AdamW(unet.parameters(), lr=5e-6, weight_decay=1e-2)
-    lr_scheduler = get_scheduler("constant", optimizer=optimizer, num_warmup_steps=0,
-                                 num_training_steps=a.warmup + a.steps)
+    lr_scheduler = get_scheduler("constant", optimizer=optimizer, num_warmup_steps=0, num_training_steps=total)
     torch.manual_seed(0)
     unet.train()
     times: list[float] = []
-    total = a.warmup + a.steps
     bar = tqdm(total=total, desc="reference path")
     t_prev = time.perf_counter()
     while len(times) + 1 < total:
@@ -136,14 +161,7 @@ def run(a: argparse.Namespace, tmp: Path) -> dict:
             if len(times) >= total:
                 break
     bar.close()
-    timed = times[a.warmup:]
-    return {
-        "bench": "reference_step", "model": str(a.model_dir or "tiny (built)"), "resolution": size,
-        "s_per_step": {"median": round(statistics.median(timed), 5), "min": round(min(timed), 5),
-                       "max": round(max(timed), 5), "mean": round(statistics.mean(timed), 5)},
-        "steps_timed": len(timed), "threads": torch.get_num_threads(),
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-    }
+    return times
 
 
 if __name__ == "__main__":

@@ -10,9 +10,8 @@
    first real work: the phase timeline (interpreter, imports, load_study, MLflow, model load, cache)
    and import self-time summed per top-level package.
 3. --what-if: isolated costs of the suspects (interpreter, torch, torch._dynamo, diffusers
-   pipeline import, transformers CLIP, mlflow import and SQLite store, git, scipy, peft), median of
-   --runs; then train_scene to its first step with each proposed change (bench/_variant.py), and
-   from a warm stage server that forks per stage (bench/_warm.py, a prototype).
+   pipeline import, transformers CLIP, mlflow import and SQLite store, git, scipy, peft), each in a
+   fresh process, median of --runs.
 
     python bench/startup.py --runs 3 --profile --what-if
 """
@@ -98,8 +97,8 @@ def profile(root: Path, stage: str, pair: str) -> dict:
             continue
         print(f"  {e['name']:<46}{e['start'] - base:7.2f} -> {e['end'] - base:6.2f}  "
               f"({e['end'] - e['start']:5.2f} s, RSS {e['rss_mib']:6.0f} MiB)")
-    print(f"  import self-time by package (s): " + ", ".join(f"{k} {v / 1e6:.2f}" for k, v in ranked))
-    print(f"  cumulative import (s): " + ", ".join(f"{k} {v:.2f}" for k, v in notable.items()))
+    print("  import self-time by package (s): " + ", ".join(f"{k} {v / 1e6:.2f}" for k, v in ranked))
+    print("  cumulative import (s): " + ", ".join(f"{k} {v:.2f}" for k, v in notable.items()))
     return {"events": data["events"], "probe_start": data["probe_start"] - base, "self_by_package_s":
             {k: v / 1e6 for k, v in ranked}, "cumulative_s": notable, "modules": data["modules"]}
 
@@ -148,35 +147,6 @@ def what_if(root: Path, runs: int) -> dict:
     return res
 
 
-VARIANTS = {"as is": [], "no MLflow at all": ["--no-mlflow"], "component loading": ["--components"],
-            "os._exit after the stage": ["--fast-exit"], "components + os._exit": ["--components", "--fast-exit"]}
-
-
-def variants(root: Path, pair: str, runs: int) -> dict:
-    """train_scene to its first step with each proposed change applied from outside (bench/_variant.py)."""
-    mark = marker("train_scene", pair)
-    res = {}
-    print(f"\n{'train_scene with':<34}{'to first step s':>24}{'total s':>24}{'peak RSS GB':>24}")
-    for name, flags in VARIANTS.items():
-        cmd = [PY, str(REPO / "bench/_variant.py"), *flags, "stages/train_scene.py", "--pair", pair]
-        got = [run_timed(cmd, root, mark) for _ in range(runs)]
-        res[name] = {k: [g[k] for g in got] for k in ("first_work_s", "total_s", "peak_rss_gb")}
-        r = res[name]
-        print(f"{name:<34}{fmt(r['first_work_s']):>24}{fmt(r['total_s']):>24}{fmt(r['peak_rss_gb']):>24}")
-    return res
-
-
-def warm(root: Path, pair: str, runs: int) -> dict:
-    """A warm stage server (bench/_warm.py): imports done once, each stage a fork; time from request."""
-    res = {}
-    for name, pre in (("warm server, MLflow in-process", []), ("warm server, no MLflow", ["--no-mlflow"])):
-        cmd = [PY, str(REPO / "bench/_warm.py"), *pre, "stages/train_scene.py", "--pair", pair]
-        got = [run_timed(cmd, root, marker("train_scene", pair), ready=b"READY") for _ in range(runs)]
-        res[name] = [g["first_work_s"] for g in got]
-        print(f"{name:<34}{fmt(res[name]):>24}{'(request to first step)':>30}")
-    return res
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
@@ -204,8 +174,6 @@ def main(argv=None) -> None:
             result["profile"] = {s: profile(root, s, a.pair) for s in a.stages}
         if a.what_if:
             result["what_if"] = what_if(root, a.runs)
-            result["variants"] = variants(root, a.pair, a.runs)
-            result["warm"] = warm(root, a.pair, a.runs)
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -14,10 +14,13 @@ for i in $(seq "$runs"); do
   work=$(mktemp -d)
   git clone -q "$src" "$work/study"
   if [ $# -gt 0 ]; then
-    python - "$work/study/params.yaml" "$@" <<'PY'
-import sys, yaml
+    # read and written as DVC reads params (YAML 1.2: dreamsolo.strict), values parsed the same way
+    PYTHONPATH="$work/study/src" python - "$work/study/params.yaml" "$@" <<'PY'
+import sys
+from ruamel.yaml import YAML
+from dreamsolo.strict import dump_yaml, read_yaml
 path, edits = sys.argv[1], sys.argv[2:]
-params = yaml.safe_load(open(path))
+params = read_yaml(path)
 for edit in edits:
     key, _, value = edit.partition("=")
     *parents, last = key.split(".")
@@ -26,8 +29,8 @@ for edit in edits:
         node = node[k]
     if last not in node:
         sys.exit(f"study.sh: {key}: no such key in params.yaml")
-    node[last] = yaml.safe_load(value)
-open(path, "w").write(yaml.safe_dump(params, sort_keys=False))
+    node[last] = YAML(typ="safe").load(value)
+open(path, "w").write(dump_yaml(params))
 PY
   fi
   echo "== run $i ($(git -C "$src" rev-parse --short HEAD)${*:+, $*}, load $(cut -d' ' -f1-3 /proc/loadavg))"

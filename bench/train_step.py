@@ -1,10 +1,11 @@
 """Seconds per DreamBooth training step of the library's real loop; prints ONE JSON line.
 
-Harness `stage` (default) runs dreamsolo.training.loop.train_stage on synthetic inputs and times
-the interval between calls of its `dreambooth_loss`: one whole optimizer step as the stage runs it
-(batch, forward/backward, clipping, optimizer, lr step, bookkeeping, tqdm); it stops before the last
-step and the save. Options go into the library's Train config as they are. Harness `step` runs the
-loop body here with the same library helpers and none of the loop's bookkeeping.
+Harness `stage` (default) runs dreamsolo.training.loop.train_stage on synthetic inputs with
+log_every=1 and times the interval between calls of its public `log` callback: one whole optimizer
+step as the stage runs it (batch, forward/backward, clipping, optimizer, lr step, bookkeeping, tqdm);
+the callback stops it before the last step and the save. Harness `step` runs the library's own
+`setup` and then `train_step` per step: the same step without the loop's bookkeeping. Options go
+into the library's Train config as they are. Nothing in the library is patched.
 Models: --preset tiny (temp dir) | --model-dir DIR | --sd15-random (SD 1.5's architecture from the
 literal configs below, random weights, no download; 512 px).
 
@@ -85,7 +86,7 @@ def train_config(a: argparse.Namespace, steps: int):
 
     fields = {f.name for f in dataclasses.fields(Train)}
     data = dict(steps=steps, lr=5e-6, prior_weight=1.0, replay_weight=0.5 if a.replay else 0.0, seed=a.seed,
-                batch_size=a.batch_size, grad_accum=1, warmup_steps=0, log_every=10**6,
+                batch_size=a.batch_size, grad_accum=1, warmup_steps=0, log_every=1,
                 checkpoint_every=10**6, keep_checkpoints=1)
     for flag, (field, off) in OPTIONS.items():
         value = getattr(a, flag)
@@ -98,6 +99,8 @@ def train_config(a: argparse.Namespace, steps: int):
         key, _, raw = item.partition("=")
         if key not in fields:
             sys.exit(f"train_step: --set {key}: dreamsolo.config.Train has no field '{key}'")
+        if key == "log_every":  # the stage harness times each step through the log callback
+            sys.exit("train_step: --set log_every: the bench keeps it at 1")
         data[key] = yaml.safe_load(raw)
     try:
         return build(Train, data, "bench")
@@ -177,74 +180,45 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-class _Done(Exception):
-    pass
+class _Stop(Exception):
+    """Raised from the log callback: ends train_stage before its last step and the save."""
 
 
 def run_stage(inp, cfg) -> tuple[list[float], float]:
-    """train_stage as the DVC stage runs it; each dreambooth_loss call marks the start of a step.
-    The call that would start step cfg.steps ends the run (no last step, no save: not timed anyway)."""
-    from dreamsolo.training import loop
+    """train_stage as the DVC stage runs it, timed through its public `log` callback (log_every=1):
+    each call marks the end of a step, so the interval between two calls is one whole step of the
+    loop. The call after step cfg.steps - 1 raises _Stop: no last step, no save (not timed anyway)."""
+    from dreamsolo.training.loop import train_stage
 
-    real = getattr(loop, "dreambooth_loss", None)
-    if real is None or not hasattr(loop, "train_stage"):
-        sys.exit("train_step: dreamsolo.training.loop has no train_stage/dreambooth_loss; update this bench")
     marks: list[float] = []
 
-    def timed(*args, **kwargs):
+    def log(step: int, _row: dict) -> None:
         _sync()
         marks.append(time.perf_counter())
-        if len(marks) == cfg.steps:
-            raise _Done
-        return real(*args, **kwargs)
+        if step >= cfg.steps - 1:
+            raise _Stop
 
-    loop.dreambooth_loss = timed
     t0 = time.perf_counter()
     try:
-        loop.train_stage(inp, cfg, log=None, desc="bench")
-    except _Done:
+        train_stage(inp, cfg, log=log, desc="bench")
+    except _Stop:
         pass
-    finally:
-        loop.dreambooth_loss = real
     return [b - a for a, b in zip(marks, marks[1:])], marks[0] - t0
 
 
 def run_step(inp, cfg, n: int) -> tuple[list[float], float]:
-    """The loop body without the loop's bookkeeping (tqdm, history, checkpoints), same helpers."""
-    import torch
-    from diffusers import DDPMScheduler
-
-    from dreamsolo.models.loading import device, load_pipeline
-    from dreamsolo.training.inputs import cache_inputs, make_batch
-    from dreamsolo.training.loss import Groups, dreambooth_loss
-    from dreamsolo.training.setup import autocast, grad_scaler, make_optimizer, prepare_model
+    """The library's own setup + train_step, n times, none of the loop's bookkeeping (tqdm, history,
+    log, checkpoints): stage - step is that bookkeeping."""
+    from dreamsolo.training.loop import setup, train_step
 
     t0 = time.perf_counter()
-    dev = device()
-    pipe = load_pipeline(inp.init_dir).to(dev)
-    sched = DDPMScheduler.from_config(pipe.scheduler.config)
-    params = list(prepare_model(pipe, cfg, dev).values())
-    cached = cache_inputs(pipe, inp, dev)
-    opt, scaler = make_optimizer(params, cfg, dev), grad_scaler(cfg, dev)
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    groups = Groups(cfg.batch_size, cfg.batch_size, cfg.batch_size if cached.replay else 0,
-                    cfg.prior_weight, cfg.replay_weight)
-    scale = pipe.vae.config.scaling_factor
+    session = setup(inp, cfg, "bench")
     first, times = None, []
-    for _ in range(n):
+    for step in range(1, n + 1):
         _sync()
         t = time.perf_counter()
         first = first if first is not None else t - t0
-        latents, text = make_batch(cached, cfg.batch_size, scale, gen)
-        with autocast(cfg, dev):
-            parts = dreambooth_loss(pipe.unet, sched, latents, text, groups, gen)
-        scaler.scale(parts["loss"]).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        parts["loss"].item()
+        train_step(session, cfg, step)
         _sync()
         times.append(time.perf_counter() - t)
     return times, first
@@ -263,7 +237,7 @@ def main(argv=None) -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = "cuda" if torch.cuda.is_available() else "cpu"
-    total = a.warmup + a.steps + (1 if a.harness == "stage" else 0)
+    total = a.warmup + a.steps + (2 if a.harness == "stage" else 0)  # stage: +1 mark, +1 step never run
     cfg = train_config(a, total)
     out = {"bench": "train_step", "harness": a.harness, "model": None, "resolution": a.resolution,
            "device": dev, "device_name": torch.cuda.get_device_name() if dev == "cuda" else "cpu",

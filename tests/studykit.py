@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
+from dreamsolo.strict import dump_yaml, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools"]
@@ -50,10 +50,10 @@ def set_key(params: dict, dotted: str, value: Any) -> None:
 
 def edit_params(root: Path, edits: dict[str, Any]) -> None:
     path = root / "params.yaml"
-    params = yaml.safe_load(path.read_text())
+    params = read_yaml(path)  # as DVC and the stages read it; dump_yaml writes what reads back the same
     for dotted, value in edits.items():
         set_key(params, dotted, value)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(dump_yaml(params))
 
 
 def make_study(dest: Path, pairs: list[str], edits: dict[str, Any] | None = None, git: bool = False) -> Path:
@@ -66,11 +66,11 @@ def make_study(dest: Path, pairs: list[str], edits: dict[str, Any] | None = None
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params = read_yaml(dest / "params.yaml")
     params["pairs"] = {p: params["pairs"][p] for p in pairs}
     used = {c for p in params["pairs"].values() for c in (p["scene_class"], p["instance_class"])}
     params["classes"] = {c: n for c, n in params["classes"].items() if c in used}
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "params.yaml").write_text(dump_yaml(params))
     edit_params(dest, {**FAST, **(edits or {})})
     (dest / "data/pairs").mkdir(parents=True, exist_ok=True)
     for p in pairs:
@@ -119,4 +119,46 @@ def run_chain(study, pair: str, through: str = "generate_priors", classes=None) 
     out = {}
     for name in CHAIN[: CHAIN.index(through) + 1]:
         out[name] = fns[name]()
+    return out
+
+
+# --- reading a study's MLflow store back (end-to-end tests) ---
+
+def mlflow_client(root: Path):
+    from mlflow.tracking import MlflowClient
+
+    from dreamsolo import tracking
+
+    client = MlflowClient(f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    assert exp is not None, "no MLflow experiment"
+    return client, exp.experiment_id
+
+
+def load_table(root: Path, name: str, run_id: str):
+    """The run's MLflow table (MlflowClient.load_table searches through the global URI: set it here)."""
+    import mlflow
+
+    client, exp_id = mlflow_client(root)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{(root / 'mlflow.db').as_posix()}")
+    try:
+        return client.load_table(exp_id, name, run_ids=[run_id])
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+def current_runs(runs) -> dict:
+    """{dvc_stage: newest FINISHED run not superseded} - what the workspace outputs came from."""
+    out: dict = {}
+    for r in sorted(runs, key=lambda r: r.info.start_time):
+        if r.info.status == "FINISHED" and "superseded_by" not in r.data.tags and r.data.tags.get("dvc_stage"):
+            out[r.data.tags["dvc_stage"]] = r
+    return out
+
+
+def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
+    out: set[str] = set()
+    for a in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, a.path) if a.is_dir else {a.path}
     return out

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studykit import edit_params, make_study, run
+from studykit import artifact_paths, current_runs, edit_params, load_table, make_study, mlflow_client, run
 
 pytestmark = pytest.mark.e2e
 PAIRS = ["cat_grass", "cat_brick"]  # share the class `cat`: one priors stage serves both
@@ -138,55 +138,17 @@ def test_floor_samples_use_the_pairs_prompts_and_seeds(study):
     assert page.count('<tr class="base">') >= len(PAIRS) and "grids/base/cat_grass.png" in page
 
 
-def _client(root: Path):
-    from mlflow.tracking import MlflowClient
-
-    from dreamsolo import tracking
-
-    client = MlflowClient(f"sqlite:///{(root / 'mlflow.db').as_posix()}")
-    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
-    assert exp is not None, "no MLflow experiment"
-    return client, exp.experiment_id
+def _store(root: Path):
+    client, exp_id = mlflow_client(root)
+    runs = client.search_runs([exp_id], max_results=5000)
+    return client, runs, current_runs(runs)
 
 
-def _load_table(root: Path, name: str, run_id: str):
-    """The run's MLflow table (MlflowClient.load_table searches through the global URI: set it here)."""
-    import mlflow
-
-    client, exp_id = _client(root)
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{(root / 'mlflow.db').as_posix()}")
-    try:
-        return client.load_table(exp_id, name, run_ids=[run_id])
-    finally:
-        mlflow.set_tracking_uri(before)
-
-
-def _current(runs) -> dict:
-    """{dvc_stage: newest FINISHED run not superseded} - what the workspace outputs came from."""
-    out: dict = {}
-    for r in sorted(runs, key=lambda r: r.info.start_time):
-        if r.info.status == "FINISHED" and "superseded_by" not in r.data.tags and r.data.tags.get("dvc_stage"):
-            out[r.data.tags["dvc_stage"]] = r
-    return out
-
-
-def _artifact_paths(client, run_id: str, path: str = "") -> set[str]:
-    out: set[str] = set()
-    for a in client.list_artifacts(run_id, path):
-        out |= _artifact_paths(client, run_id, a.path) if a.is_dir else {a.path}
-    return out
-
-
-def test_tracking_store_matches_the_reports(study):
-    import tempfile
-
+def test_tracking_store_has_every_stage_run_and_training_curve(study):
     import pandas as pd
 
     root, _ = study
-    client, exp_id = _client(root)
-    runs = client.search_runs([exp_id], max_results=5000)
-    current = _current(runs)
+    client, runs, current = _store(root)
     head = run(["git", "rev-parse", "HEAD"], root).stdout.strip()
     stages = {"prepare", "train_scene", "train_instance", "sample", "sample_base", "evaluate"}
     for p in PAIRS:
@@ -207,14 +169,24 @@ def test_tracking_store_matches_the_reports(study):
                 for step, value in hist.items():
                     assert value == pytest.approx(log.loc[step, key], rel=1e-5, abs=1e-9), (key, step)
             assert r.data.tags["weights"] == f"models/{p}/{role}"
-            if "weights.md5" in r.data.tags:  # full-model weights by reference (tracking_weights.log_weights)
+            if "weights.md5" in r.data.tags:  # full-model weights by reference (tracking.weights.log_weights)
                 import hashlib
 
                 f = root / r.data.tags["weights.dvc_path"] / r.data.tags["weights.file"]
                 assert hashlib.md5(f.read_bytes()).hexdigest() == r.data.tags["weights.md5"]
+
+
+def test_tracking_store_has_the_grids_and_the_pair_numbers(study):
+    import tempfile
+
+    import pandas as pd
+
+    root, _ = study
+    client, _, current = _store(root)
+    for p in PAIRS:
         for s in ("sample", "sample_base"):  # sample grids as images
             r = current[f"{s}@{p}"]
-            assert {"grid.png", "manifest.csv"} <= _artifact_paths(client, r.info.run_id)
+            assert {"grid.png", "manifest.csv"} <= artifact_paths(client, r.info.run_id)
             with tempfile.TemporaryDirectory() as tmp:
                 grid = client.download_artifacts(r.info.run_id, "grid.png", tmp)
                 assert Path(grid).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -228,25 +200,30 @@ def test_tracking_store_matches_the_reports(study):
         for m, d in pair["delta"].items():
             if d is not None:
                 assert ev.data.metrics[f"delta_{m}"] == pytest.approx(d)
-        table = _load_table(root, "samples_metrics.json", ev.info.run_id)
+        table = load_table(root, "samples_metrics.json", ev.info.run_id)
         rows = pd.read_csv(root / "reports/pairs" / f"{p}.csv")
         assert len(table) == len(rows)
         for m in ("clip_t", "lpips_instance", "lpips_scene"):
             assert table[m].tolist() == pytest.approx(rows[m].tolist())
-        assert "samples_metrics_base.json" in _artifact_paths(client, ev.info.run_id)
+        assert "samples_metrics_base.json" in artifact_paths(client, ev.info.run_id)
+
+
+def test_tracking_store_has_the_study_table_and_page(study):
+    root, _ = study
+    client, _, current = _store(root)
     rep = current["report"]
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert rep.data.tags["warning"] == metrics["warning"]
     for prefix, block in (("", metrics), ("base_", metrics["base"]), ("delta_", metrics["delta"])):
         for m, v in block["overall"].items():
             assert rep.data.metrics[f"{prefix}{m}"] == pytest.approx(v), (prefix, m)
-    table = _load_table(root, "pairs_table.json", rep.info.run_id).set_index("pair")
+    table = load_table(root, "pairs_table.json", rep.info.run_id).set_index("pair")
     assert set(table.index) == set(PAIRS)
     for p in PAIRS:
         for m in ("clip_t", "lpips_instance", "lpips_scene"):
             assert table.loc[p, f"{m}_mean"] == pytest.approx(metrics["pairs"][p][m])
             assert table.loc[p, f"{m}_base_mean"] == pytest.approx(metrics["base"]["pairs"][p][m])
-    arts = _artifact_paths(client, rep.info.run_id)
+    arts = artifact_paths(client, rep.info.run_id)
     assert {"index.html", "report.md", "metrics.json", "pairs_table.json", "plots/metrics.png",
             "plots/loss.png", "compare/clip_t.csv"} <= arts
     assert {f"grids/{p}.png" for p in PAIRS} | {f"grids/base/{p}.png" for p in PAIRS} <= arts
@@ -254,7 +231,7 @@ def test_tracking_store_matches_the_reports(study):
 
 def test_no_duplicate_current_runs(study):
     root, _ = study
-    client, exp_id = _client(root)
+    client, exp_id = mlflow_client(root)
     seen: dict = {}
     for r in client.search_runs([exp_id], "attributes.status = 'FINISHED'", max_results=5000):
         t = r.data.tags
@@ -266,7 +243,7 @@ def test_no_duplicate_current_runs(study):
 
 def test_every_run_records_its_exact_dvc_stage_name(study):
     root, _ = study
-    client, exp_id = _client(root)
+    client, exp_id = mlflow_client(root)
     tagged = {r.data.tags.get("dvc_stage") for r in client.search_runs([exp_id], max_results=5000)}
     locked = set(yaml.safe_load((root / "dvc.lock").read_text())["stages"])
     assert locked <= tagged, sorted(locked - tagged)
@@ -274,12 +251,12 @@ def test_every_run_records_its_exact_dvc_stage_name(study):
 
 def test_forced_rerun_of_an_unchanged_stage_supersedes_the_old_run(study):
     root, _ = study
-    client, exp_id = _client(root)
+    client, exp_id = mlflow_client(root)
     query = "tags.dvc_stage = 'evaluate@cat_grass' and attributes.status = 'FINISHED'"
-    before = _current(client.search_runs([exp_id], query))["evaluate@cat_grass"]
+    before = current_runs(client.search_runs([exp_id], query))["evaluate@cat_grass"]
     run(["dvc", "repro", "-s", "-f", "evaluate@cat_grass"], root)
     after = client.search_runs([exp_id], query)
-    now = _current(after)["evaluate@cat_grass"]
+    now = current_runs(after)["evaluate@cat_grass"]
     assert now.info.run_id != before.info.run_id
     assert client.get_run(before.info.run_id).data.tags["superseded_by"] == now.info.run_id
     live = [r for r in after if "superseded_by" not in r.data.tags
@@ -308,7 +285,7 @@ def test_dvc_plots_and_metrics_diff_show_the_change(study, tmp_path):
     root, _ = study
     run(["git", "add", "dvc.yaml", "dvc.lock", "params.yaml", "reports"], root)
     run(["git", "commit", "-qm", "results"], root)
-    edit_params(root, {"evaluate.lpips_net": "squeeze"})
+    edit_params(root, {"evaluate.lpips_pretrained": False})  # the real trunk -> a random one
     out = run(["dvc", "repro"], root)
     assert ran(out.stdout) == per_pair("evaluate") | {"report"}
     changed = json.loads(run(["dvc", "metrics", "diff", "HEAD", "--json"], root).stdout)["reports/metrics.json"]

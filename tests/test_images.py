@@ -258,3 +258,41 @@ def test_prepare_image_accepts_non_rgb_input():
 def test_unknown_crop_mode_is_refused():
     with pytest.raises(ValueError, match="prepare.crop"):
         prepare_image(Image.new("RGB", (80, 80)), 64, "left", 64)  # type: ignore[arg-type]
+
+
+# --- blank photos: accepted, with a warning naming the file ------------------------------------
+
+def _prepare_one(tmp_path, monkeypatch, make_instance):
+    """prepare_pair on a pair whose instance photo `make_instance` writes; returns the stderr text."""
+    import io
+    import shutil
+
+    from dreamsolo.images import prepare_pair
+
+    pair = tmp_path / "data/pairs/p"
+    pair.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "data/pairs/cat_grass/scene.png", pair / "scene.png")
+    make_instance(pair / "instance.png")
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    monkeypatch.chdir(tmp_path)
+    out = prepare_pair(tmp_path, "p", 64, "center", 64)
+    assert (out / "instance.png").is_file()  # accepted: a warning, not a refusal
+    return err.getvalue()
+
+
+@pytest.mark.parametrize("make, what", [
+    (lambda p: Image.new("RGB", (96, 96), WHITE).save(p), "one flat colour"),
+    (lambda p: Image.new("RGBA", (96, 96), (200, 30, 30, 0)).save(p), "fully transparent"),
+])
+def test_blank_photo_is_accepted_with_a_warning_naming_the_file(tmp_path, monkeypatch, make, what):
+    err = _prepare_one(tmp_path, monkeypatch, make)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: data/pairs/p/instance.png: the prepared photo is "), err
+    assert what in lines[0] and "nothing to learn" in lines[0]
+
+
+def test_a_real_photo_gets_no_blank_warning(tmp_path, monkeypatch):
+    src = Path(__file__).resolve().parents[1] / "data/pairs/cat_grass/instance.jpg"
+    err = _prepare_one(tmp_path, monkeypatch, lambda p: Image.open(src).save(p))
+    assert "warning" not in err

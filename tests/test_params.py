@@ -211,7 +211,7 @@ def test_unknown_pair_on_the_command_line(tmp_path):
 
 def test_yaml_syntax_error_names_the_file(tmp_path):
     (tmp_path / "params.yaml").write_text("model:\n  preset: [tiny\n")
-    with pytest.raises(ParamsError, match=r"params.yaml: not valid YAML"):
+    with pytest.raises(ParamsError, match=r"params.yaml:3: not valid YAML: expected .*flow sequence from line 2"):
         load_study(tmp_path)
 
 

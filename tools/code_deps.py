@@ -84,11 +84,18 @@ def _direct(path: Path) -> frozenset[Path]:
     return frozenset(out)
 
 
+def _package_data() -> list[Path]:
+    """The non-Python files git tracks in src/dreamsolo (a locally made, ignored file is no dep)."""
+    import subprocess
+
+    out = subprocess.run(["git", "ls-files", "-z", f"src/{PACKAGE}"], cwd=REPO, capture_output=True, check=True)
+    files = [REPO / f for f in out.stdout.decode().split("\0") if f]
+    return [p for p in files if p.suffix != ".py" and p.name not in (".gitignore",) and p.is_file()]
+
+
 def _data_files(modules: set[Path]) -> set[Path]:
-    """Package data (non-Python files in src/dreamsolo) named in the source of a module of the closure."""
-    data = [p for p in (SRC / PACKAGE).rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
-            and "__pycache__" not in p.parts]
-    return {d for d in data if any(d.name in m.read_text() for m in modules)}
+    """Package data named (by file name) in the source of a module of the closure."""
+    return {d for d in _package_data() if d.suffix != ".md" and any(d.name in m.read_text() for m in modules)}
 
 
 def closure(script: Path) -> set[str]:

@@ -203,6 +203,24 @@ def prepare_image(img: Image.Image, resolution: int, crop: Literal["center", "no
     return out, meta
 
 
+BLANK_STD = 1.0
+"""Pixel std (grey levels, over all channels) below which a prepared photo is one flat colour."""
+
+
+def warn_if_blank(img: Image.Image, source: str, had_alpha: bool) -> bool:
+    """Say so on stderr (naming the file) when the prepared photo is one flat colour: an all-white photo,
+    or a fully transparent one (composited on white). It is accepted, but there is nothing to learn."""
+    import sys
+
+    std = float(np.asarray(img, dtype=np.float32).std())
+    if std >= BLANK_STD:
+        return False
+    what = "fully transparent (or one flat colour under its alpha)" if had_alpha else "one flat colour"
+    print(f"warning: {source}: the prepared photo is {what} (pixel std {std:.2f} grey levels); "
+          "the model has nothing to learn from it", file=sys.stderr)
+    return True
+
+
 def find_pair_images(pair_dir: Path) -> tuple[Path, Path]:
     """The (scene, instance) photos of a pair folder: scene.<ext> and instance.<ext>, any case."""
     pair_dir = Path(pair_dir)
@@ -253,6 +271,7 @@ def prepare_pair(root: Path, pair_id: str, resolution: int, crop: Literal["cente
         img, load_meta = load_image(path, max_side=max_side)
         out, prep_meta = prepare_image(img, resolution, crop, min_size, name=load_meta["source"])
         source = Path("data", "pairs", pair_id, path.name).as_posix()
+        warn_if_blank(out, source, load_meta["alpha_on_white"])
         prepared[role] = out, {**load_meta, **prep_meta, "source": source, "file": f"{role}.png"}
     with atomic_dir(out_dir) as tmp:
         for role, (img, _) in prepared.items():

@@ -1,12 +1,22 @@
-"""Strict params machinery: typed frozen dataclasses from YAML mappings, with messages naming the key."""
+"""Strict params machinery: params.yaml read as DVC reads it, and typed frozen dataclasses from its
+mappings, with messages naming the key."""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal
+
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.resolver import VersionedResolver
 
 from dreamsolo.errors import UserError
 
@@ -102,3 +112,142 @@ def non_negative(where: str, **values: float | int | None) -> None:
     for key, v in values.items():
         if v is not None and v < 0:
             raise ParamsError(f"{where}.{key}: must be >= 0, got {v}")
+
+
+# --- params.yaml, read exactly as DVC reads it -------------------------------------------------------
+# DVC (dvc/utils/serialize/_yaml.py: parse_yaml) loads params with ruamel.yaml YAML(typ="safe"): YAML 1.2,
+# UTF-8, duplicate keys refused, an empty document is {}. PyYAML is YAML 1.1 (`1e-5` a string, `no` False,
+# `010` 8, `1:20` 80), so a stage reading it with PyYAML could run other values than DVC tracks.
+
+PLAIN = (bool, int, float, str, type(None))  # with dict and list: what dataclasses and json.dumps take
+
+
+def shown(path: Path | str) -> str:
+    """The path as messages show it: relative to the cwd (the study root under DVC) when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except (OSError, ValueError):  # cwd gone, or another drive: the path as given
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+def read_yaml(path: Path | str) -> Any:
+    """The YAML file as DVC reads it (a dict for a params file), as plain dicts/lists/scalars; ParamsError
+    (one line) if it is not valid YAML.
+
+    A missing file raises FileNotFoundError, left to the caller to word."""
+    name = shown(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{name}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
+                          "DVC reads params files as UTF-8") from None
+    try:
+        data = YAML(typ="safe").load(text)
+    except DuplicateKeyError as e:
+        raise ParamsError(duplicate_message(e, text, name)) from None
+    except MarkedYAMLError as e:
+        raise ParamsError(syntax_message(e, name)) from None
+    except YAMLError as e:  # ReaderError (control characters, ...) has a position, not a mark
+        pos = getattr(e, "position", None)
+        where = f":{text.count(chr(10), 0, pos) + 1}" if isinstance(pos, int) else ""
+        raise ParamsError(f"{name}{where}: not valid YAML: {str(e).splitlines()[0]}") from None
+    return plain(data or {}, "")  # `or {}`: as DVC does for an empty file
+
+
+def syntax_message(e: MarkedYAMLError, name: str) -> str:
+    mark = e.problem_mark or e.context_mark
+    where = f":{mark.line + 1}" if mark else ""
+    what = e.problem or e.context or type(e).__name__
+    if e.problem and e.context:
+        ctx = e.context_mark
+        what += f" ({e.context}" + (f" from line {ctx.line + 1})" if ctx and ctx is not mark else ")")
+    return f"{name}{where}: not valid YAML: {what}"
+
+
+def duplicate_message(e: DuplicateKeyError, text: str, name: str) -> str:
+    """`<file>:<line>: key '<dotted>' appears twice in one mapping (line A and B)`.
+
+    ruamel marks the mapping's start and the second key, not the first one: find that in the node tree."""
+    line = e.problem_mark.line + 1
+    loader = YAML(typ="safe")
+    found = _find_mapping(loader.compose(text), e.context_mark, "")
+    if found is not None:
+        node, where = found
+        keys = [(_key(loader, k), (k.start_mark.line, k.start_mark.column)) for k, _ in node.value]
+        at = (e.problem_mark.line, e.problem_mark.column)
+        second = next((key for key, mark in keys if mark == at), _NO_KEY)
+        first = next((mark for key, mark in keys if key is not _NO_KEY and key == second), at)
+        if first != at:
+            dotted = f"{where}.{second}" if where else str(second)
+            return (f"{name}:{line}: key {dotted!r} appears twice in one mapping "
+                    f"(line {first[0] + 1} and {line}); keep one")
+    return f"{name}:{line}: not valid YAML: {e.problem}"  # the tree did not match: ruamel's own words
+
+
+_NO_KEY = object()
+
+
+def _key(loader: YAML, node: Node) -> Any:
+    """The Python key a key node becomes (`1` and `1.0` are the same key); _NO_KEY for merge keys etc."""
+    try:
+        return loader.constructor.construct_object(node, deep=True)
+    except Exception:  # noqa: BLE001 - a key ruamel cannot build alone is not the duplicate
+        return _NO_KEY
+
+
+def _find_mapping(node: Node, mark: Any, where: str) -> tuple[MappingNode, str] | None:
+    """The mapping node starting at `mark`, with its dotted path (`a.b`, `a[0]`)."""
+    if isinstance(node, MappingNode):
+        if (node.start_mark.line, node.start_mark.column) == (mark.line, mark.column):
+            return node, where
+        for key, value in node.value:
+            label = key.value if isinstance(key, ScalarNode) else "?"
+            if (hit := _find_mapping(value, mark, f"{where}.{label}" if where else label)) is not None:
+                return hit
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            if (hit := _find_mapping(item, mark, f"{where}[{i}]")) is not None:
+                return hit
+    return None
+
+
+def plain(value: Any, where: str) -> Any:
+    """dict / list / str / int / float / bool / None only; a YAML date, binary or set names its key."""
+    if isinstance(value, dict):
+        out: dict = {}
+        for k, v in value.items():
+            if not isinstance(k, PLAIN):
+                raise ParamsError(f"{where or '<top>'}: a {type(k).__name__} key ({k!r}) is not a params key")
+            out[k] = plain(v, f"{where}.{k}" if where else str(k))
+        return out
+    if isinstance(value, list):
+        return [plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    for kind in PLAIN:  # exact base types (bool before int), in case a loader hands out subclasses
+        if isinstance(value, kind):
+            return None if value is None else kind(value)
+    raise ParamsError(f"{where}: YAML reads {value!r} as type {type(value).__name__}, not a params value "
+                      "(text, number, boolean, null, list or mapping); quote it to make it text")
+
+
+_YAML12 = VersionedResolver(version=(1, 2))
+
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, also quoting text that YAML 1.2 (DVC) reads as something else."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    node = dumper.represent_str(value)
+    # PyYAML already quotes what 1.1 reads as non-text (`no`, `010`); `1e-5`, `0o10` it leaves plain
+    if node.style is None and str(_YAML12.resolve(ScalarNode, value, (True, False))) != "tag:yaml.org,2002:str":
+        node.style = "'"
+    return node
+
+
+_Dumper.add_representer(str, _represent_str)
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text that read_yaml (YAML 1.2, DVC) and yaml.safe_load (1.1) both read back as `data`."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)

@@ -7,13 +7,11 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from dreamsolo.config.sections import (CATEGORIES, Dtype, Evaluate, Pair, Precision, Prepare, Preset, Prompts,
                                        Sampling, Tracking)
 from dreamsolo.config.train import Train, merge_train
 from dreamsolo.layout import TrainStage, check_id
-from dreamsolo.strict import ParamsError, build, suggest
+from dreamsolo.strict import ParamsError, build, read_yaml, suggest
 
 __all__ = ["CATEGORIES", "Dtype", "Evaluate", "Pair", "ParamsError", "Precision", "Prepare", "Preset",
            "Prompts", "Sampling", "Study", "Tracking", "Train", "build", "load_study"]
@@ -63,11 +61,9 @@ def cap_steps(cfg: Sampling, cap: int | None) -> Sampling:
 
 def _read(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_yaml(path)  # as DVC reads it (YAML 1.2, duplicate keys refused)
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections")
     for key in raw:

@@ -4,6 +4,8 @@
 one reference that way embeds the reference N times. Here the forward pass is split in two halves
 that reproduce it exactly: `features` (scaling layer, trunk, channel-unit normalisation) and
 `distance` (squared difference, learned 1x1 linear layers, spatial mean, sum over layers).
+The pretrained trunk is a converted, sha256-pinned file shipped with the package (lpips_weights.py),
+so pretrained AlexNet LPIPS needs no download.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +21,10 @@ import torch
 from PIL import Image
 
 from dreamsolo.metrics.common import batched, rgb, seeded
+from dreamsolo.metrics.lpips_weights import load_trunk, trunk_path
+
+SHIPPED = ("alex",)
+"""Nets whose converted trunk is committed (weights/lpips_<net>.safetensors); vgg's is made on demand."""
 
 Features = list[torch.Tensor]
 """One normalised feature map (N, C_l, H_l, W_l) per trunk layer."""
@@ -82,14 +89,24 @@ class LpipsEvaluator:
         return torch.cat(dists).mean().item()
 
 
-def load_lpips(net: str, pretrained: bool, device: str | torch.device = "cpu") -> LpipsEvaluator:
-    """LPIPS with its shipped (human-calibrated) linear layers; `pretrained` picks the ImageNet trunk
-    (torchvision download) over a randomly initialised one (seeded, for offline runs)."""
+def load_lpips(net: str, pretrained: bool, device: str | torch.device = "cpu",
+               trunk: str | Path | None = None) -> LpipsEvaluator:
+    """LPIPS with its shipped (human-calibrated) linear layers. `pretrained` picks the ImageNet trunk
+    over a randomly initialised one (seeded, for offline runs): the converted, sha256-pinned file of
+    `net` (`trunk`, else the packaged one: always for alex, so alex never downloads), or, for a net
+    with no converted file, torchvision's weights (from the torch hub cache, else a download)."""
     import lpips
 
+    state = None
+    if pretrained and (trunk is not None or net in SHIPPED or trunk_path(net).is_file()):
+        state = load_trunk(net, trunk)
     with seeded(), warnings.catch_warnings():
         # lpips still passes torchvision's deprecated `pretrained=` argument
         warnings.filterwarnings("ignore", message=".*(pretrained|weight enum).*", category=UserWarning)
-        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained, verbose=False)
+        # pnet_rand builds the trunk without torchvision's download; the converted weights replace it
+        model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not pretrained or state is not None,
+                            verbose=False)
+    if state is not None:
+        model.net.load_state_dict(state, strict=True)
     model = model.to(device).eval()
     return LpipsEvaluator(model=model, device=torch.device(device), net=net, pretrained=pretrained)

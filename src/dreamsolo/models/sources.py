@@ -101,8 +101,11 @@ def _single_file(preset: Preset, root: Path, common: dict):
         ) from e
 
 
-def materialise_base(preset: Preset, dest: Path, root: Path) -> dict:
-    """Write the preset's pipeline to `dest` (a fresh folder) and return what was resolved."""
+def materialise_base(preset: Preset, dest: Path, root: Path, where: str = "presets") -> dict:
+    """Write the preset's pipeline to `dest` (a fresh folder) and return what was resolved.
+
+    `where` (`presets.<name>`) names the preset in the one-line error for a hub model that cannot be had."""
+    from dreamsolo.models.hub import hub_errors
     from dreamsolo.models.tiny import build_tiny
 
     quiet()
@@ -120,7 +123,9 @@ def materialise_base(preset: Preset, dest: Path, root: Path) -> dict:
     elif kind == "folder":
         pipe = StableDiffusionPipeline.from_pretrained(_local(preset.source, root), use_safetensors=True, **common)
     else:
-        pipe = StableDiffusionPipeline.from_pretrained(preset.source, revision=preset.revision, use_safetensors=True, **common)
+        with hub_errors(preset.source, preset.revision, where):  # offline / no such repo: one line, not a traceback
+            pipe = StableDiffusionPipeline.from_pretrained(preset.source, revision=preset.revision,
+                                                           use_safetensors=True, **common)
         info["resolved_revision"] = pipe.config.get("_commit_hash") or _hub_commit(preset)
     pipe.save_pretrained(dest, safe_serialization=True)
     return info

@@ -16,6 +16,6 @@ def run(study: Study, _item: str | None = None) -> None:
     params = {"preset": study.preset_name, **dataclasses.asdict(study.preset)}
     out = base_dir(study.root, study.preset_name)
     with tracking.stage_run(study.root, "base", params) as run_, atomic_dir(out) as tmp:
-        info = materialise_base(study.preset, tmp, study.root)
+        info = materialise_base(study.preset, tmp, study.root, f"presets.{study.preset_name}")
         write_info(tmp, info)
         run_.dict(info, "base.json")

@@ -209,8 +209,8 @@ def test_pair_summary_known_values(ev: Evaluators) -> None:
     tuned = scores(df, div, preservation(df))
     out = pair_result(tuned, tuned, "cat_grass", "animal", with_flags(ev, True, True, True),
                       "models/base/tiny").to_json()
-    assert list(out) == ["pair", "category", "evaluators_pretrained", "n_samples", "metrics", "by_kind",
-                         "div", "pres", "base", "delta"]
+    assert list(out) == ["pair", "category", "evaluators_pretrained", "random_metrics", "n_samples", "metrics",
+                         "by_kind", "div", "pres", "base", "delta"]
     assert out["n_samples"] == 4
     assert out["metrics"]["clip_t"]["mean"] == pytest.approx(0.7 / 3) and out["metrics"]["clip_t"]["n"] == 3
     assert out["metrics"]["lpips_instance"]["mean"] == pytest.approx(0.25)
@@ -230,9 +230,17 @@ def test_warning_present_iff_an_evaluator_is_random(ev: Evaluators, flags) -> No
     out = result.to_json()
     assert bundle.pretrained == all(flags) == out["evaluators_pretrained"]
     assert ("warning" in out) == (not all(flags))
-    assert out.get("warning") == (None if all(flags) else NOT_PRETRAINED_WARNING)
+    clip, lpips, dino = flags  # which metrics each random evaluator makes meaningless, in table order
+    expected = [m for m, ok in (("clip_t", clip), ("clip_i", clip), ("dino", dino), ("lpips_instance", lpips),
+                                ("lpips_scene", lpips), ("div", lpips), ("pres", dino)) if not ok]
+    assert out["random_metrics"] == expected
+    if not any(flags):
+        assert out["warning"] == NOT_PRETRAINED_WARNING
+    elif expected:  # the warning names every random metric, and no pretrained one as random
+        random_part, real_part = out["warning"].split("; pretrained: ")
+        assert all(m in random_part for m in expected) and not any(m in real_part for m in expected)
     study = study_summary([result])
-    assert ("warning" in study) == (not all(flags))
+    assert ("warning" in study) == (not all(flags)) and study["random_metrics"] == expected
     cfg = dataclasses.replace(TINY, clip_pretrained="openai" if flags[0] else None,
                               lpips_pretrained=flags[1], dino_pretrained=flags[2])
     assert cfg.pretrained == all(flags)
@@ -280,4 +288,7 @@ def test_load_evaluators_resolves_weights_against_root(tmp_path) -> None:
     save_file(model.state_dict(), tmp_path / "weights" / "clip.safetensors")
     cfg = dataclasses.replace(TINY, clip_pretrained="weights/clip.safetensors")
     loaded = load_evaluators(cfg, root=tmp_path)
-    assert loaded.clip.pretrained and not loaded.pretrained and loaded.warning == NOT_PRETRAINED_WARNING
+    assert loaded.clip.pretrained and not loaded.pretrained
+    assert loaded.random_metrics == ("dino", "lpips_instance", "lpips_scene", "div", "pres")  # TINY: lpips, dino off
+    assert loaded.warning == ("random evaluators, numbers not meaningful: dino, pres (DINO); lpips_instance, "
+                              "lpips_scene, div (LPIPS); pretrained: clip_t, clip_i (CLIP)")

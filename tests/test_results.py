@@ -40,8 +40,8 @@ def test_committed_pair_jsons_round_trip_exactly():
 
 def test_to_json_shape_and_derived_delta():
     out = _result().to_json()
-    assert list(out) == ["pair", "category", "evaluators_pretrained", "warning", "n_samples", "metrics",
-                         "by_kind", "div", "pres", "base", "delta"]
+    assert list(out) == ["pair", "category", "evaluators_pretrained", "random_metrics", "warning", "n_samples",
+                         "metrics", "by_kind", "div", "pres", "base", "delta"]
     assert list(out["base"]) == ["model", "n_samples", "metrics", "by_kind", "div", "pres"]
     assert out["metrics"]["clip_t"] == {"mean": 0.375, "std": 0.01, "n": 4}
     assert list(out["delta"]) == list(ALL_METRICS)

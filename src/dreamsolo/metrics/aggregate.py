@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dreamsolo.metrics import METRICS, NOT_PRETRAINED_WARNING
+from dreamsolo.metrics import METRICS, NOT_PRETRAINED_WARNING, random_warning
 from dreamsolo.metrics.results import ALL_METRICS, PairResult, Scores, Stat
 
 if TYPE_CHECKING:
@@ -61,9 +61,9 @@ def pair_result(tuned: Scores, base: Scores, pair: str, category: str, ev: Evalu
                 base_model: str) -> PairResult:
     """reports/pairs/<pair>.json: the fine-tuned scores and the floor (`base`: the base model's samples of the
     same prompts and seeds, weights `base_model`); `warning` only when an evaluator was randomly initialised."""
-    warning = None if ev.pretrained else ev.warning or NOT_PRETRAINED_WARNING
-    return PairResult(pair=pair, category=category, evaluators_pretrained=bool(ev.pretrained), warning=warning,
-                      tuned=tuned, base=base, base_model=base_model)
+    return PairResult(pair=pair, category=category, evaluators_pretrained=bool(ev.pretrained),
+                      warning=ev.warning, tuned=tuned, base=base, base_model=base_model,
+                      random_metrics=tuple(ev.random_metrics))
 
 
 def _across_pairs(pairs: Sequence[Scores]) -> dict[str, Summary]:
@@ -88,8 +88,10 @@ def study_summary(results: Sequence[PairResult]) -> dict[str, Any]:
         raise ValueError("no pair results to aggregate")
     pretrained = all(r.evaluators_pretrained for r in results)
     out: dict[str, Any] = {"evaluators_pretrained": pretrained}
+    random = [m for m in ALL_METRICS if any(m in r.random_metrics for r in results)]
     if not pretrained:
-        out["warning"] = NOT_PRETRAINED_WARNING
+        out["warning"] = random_warning(random) or NOT_PRETRAINED_WARNING
+    out["random_metrics"] = random
     out["n_pairs"] = len(results)
     out["pairs"] = [r.pair for r in results]
     categories = list(dict.fromkeys(r.category for r in results))

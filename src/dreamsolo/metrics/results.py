@@ -21,7 +21,8 @@ ALL_METRICS = (*METRICS, *SET_METRICS)
 """Every metric with a `delta`, in the JSON's order."""
 
 _SCORE_KEYS = ("n_samples", "metrics", "by_kind", "div", "pres")
-_PAIR_KEYS = ("pair", "category", "evaluators_pretrained", "warning", *_SCORE_KEYS, "base", "delta")
+_PAIR_KEYS = ("pair", "category", "evaluators_pretrained", "random_metrics", "warning", *_SCORE_KEYS, "base",
+              "delta")
 
 
 class PairResultError(ValueError):
@@ -76,6 +77,7 @@ class PairResult:
     tuned: Scores
     base: Scores
     base_model: str  # the base weights, relative to the study root (models/base/<preset>)
+    random_metrics: tuple[str, ...] = ()  # metrics whose evaluator was randomly initialised (not meaningful)
 
     @property
     def delta(self) -> dict[str, float | None]:
@@ -88,7 +90,8 @@ class PairResult:
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pair": self.pair, "category": self.category,
-                               "evaluators_pretrained": self.evaluators_pretrained}
+                               "evaluators_pretrained": self.evaluators_pretrained,
+                               "random_metrics": list(self.random_metrics)}
         if self.warning is not None:
             out["warning"] = self.warning
         out.update(self.tuned.to_json())
@@ -108,10 +111,13 @@ class PairResult:
         if warning is not None and not isinstance(warning, str):
             raise PairResultError(f"{where}: 'warning' must be a string, got {warning!r}")
         r.keys(data["base"], "base.", ("model", *_SCORE_KEYS))
+        random = data["random_metrics"]
+        if not isinstance(random, list) or any(m not in ALL_METRICS for m in random):
+            raise PairResultError(f"{where}: 'random_metrics' must be a list of metric names, got {random!r}")
         result = cls(pair=r.typed(data, "", "pair", str), category=r.typed(data, "", "category", str),
                      evaluators_pretrained=r.typed(data, "", "evaluators_pretrained", bool), warning=warning,
                      tuned=r.scores(data, ""), base=r.scores(data["base"], "base."),
-                     base_model=r.typed(data["base"], "base.", "model", str))
+                     base_model=r.typed(data["base"], "base.", "model", str), random_metrics=tuple(random))
         r.check_delta(data["delta"], result.delta)
         return result
 

@@ -188,7 +188,8 @@ def metrics_json(results: list[PairResult], study_summary: dict) -> dict:
         vals = {m: _num(s.get("mean")) for m, s in stats.items() if isinstance(s, dict)}
         by_cat[cat] = {m: v for m, v in vals.items() if v is not None}
     out: dict[str, Any] = {"overall": overall, "by_category": by_cat, "pairs": pairs,
-                           "evaluators_pretrained": pretrained}
+                           "evaluators_pretrained": pretrained,
+                           "random_metrics": [m for m in METRICS if any(m in r.random_metrics for r in results)]}
     if not pretrained:
         out["warning"] = warning_text(results, study_summary)
     return out

@@ -87,7 +87,7 @@ def _log(run, result: PairResult, json_path: Path, tables: dict) -> None:
     run.metrics(pair_metrics(result))
     run.artifact(json_path)
     if result.warning:  # shown at the top of the run page, not only among the tags
-        run.tags({"mlflow.note.content": f"⚠ {result.warning}"})
+        run.tags({"mlflow.note.content": f"⚠ {result.warning}", "random_metrics": ",".join(result.random_metrics)})
 
 
 def pair_metrics(result: PairResult) -> dict[str, float]:

@@ -27,7 +27,8 @@ def run(study: Study, _item: str | None = None) -> dict:
         for name, path in paths.items():
             run_.artifact(path, artifact_folder(name))
         if summary.get("warning"):  # shown at the top of the run page, not only among the tags
-            run_.tags({"mlflow.note.content": f"⚠ {summary['warning']}"})
+            run_.tags({"mlflow.note.content": f"⚠ {summary['warning']}",
+                       "random_metrics": ",".join(summary["random_metrics"])})
     return summary
 
 

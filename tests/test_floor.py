@@ -18,6 +18,8 @@ from PIL import Image
 from dreamsolo.report import floor
 from studykit import make_study
 
+PARTIAL = ("random evaluators, numbers not meaningful: clip_t, clip_i (CLIP); dino, pres (DINO); "
+           "pretrained: lpips_instance, lpips_scene, div (LPIPS)")
 PAIRS = ["cat_grass", "cup_brick"]
 KINDS = [("composed", "a photo of sks cat in olis grass field", "a photo of cat in grass field"),
          ("scene", "a photo of olis grass field", "a photo of grass field"),
@@ -79,7 +81,7 @@ def study(tmp_path_factory):
     mp.setattr(evaluators, "load_evaluators", load)
     mp.setattr(score, "score_samples", scored)
     s = load_study(root)
-    summaries = {p: evaluate_stage(s, p) for p in PAIRS}
+    summaries = {p: evaluate_stage(s, p).to_json() for p in PAIRS}  # the typed result, as the file has it
     report_stage(s)
     yield root, summaries, calls
     mp.undo()
@@ -141,8 +143,9 @@ def test_joint_scoring_matches_scoring_each_set_alone(study):
 def test_study_summary_base_and_delta(study):
     root, summaries, _ = study
     from dreamsolo.metrics.aggregate import study_summary
+    from dreamsolo.metrics.results import PairResult
 
-    out = study_summary(list(summaries.values()))
+    out = study_summary([PairResult.from_json(s, p) for p, s in summaries.items()])
     for m in ("clip_t", "lpips_instance", "div"):
         pick = (lambda d: d[m]) if m == "div" else (lambda d: d["metrics"][m])
         base_means = [pick(s["base"])["mean"] for s in summaries.values()]
@@ -233,6 +236,8 @@ def test_mlflow_evaluate_run_has_base_tables_metrics_and_note(study):
         s = summaries[r.data.tags["pair"]]
         assert r.data.metrics["base_clip_t_mean"] == pytest.approx(s["base"]["metrics"]["clip_t"]["mean"])
         assert r.data.metrics["delta_clip_t"] == pytest.approx(s["delta"]["clip_t"])
-        assert r.data.tags["mlflow.note.content"] == "⚠ evaluators not pretrained: numbers are not meaningful"
+        # the study's default evaluators: LPIPS pretrained (shipped trunk), CLIP and DINO random
+        assert r.data.tags["mlflow.note.content"] == f"⚠ {PARTIAL}"
+        assert r.data.tags["random_metrics"] == "clip_t,clip_i,dino,pres"
         names = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"samples_metrics.json", "samples_metrics_base.json", "diversity_base.json"} <= names

@@ -13,7 +13,8 @@ from PIL import Image
 
 from dreamsolo.config import Evaluate
 from dreamsolo.metrics import METRICS, NOT_PRETRAINED_WARNING
-from dreamsolo.metrics.aggregate import pair_summary, study_summary, summarise
+from dreamsolo.metrics.aggregate import pair_result, scores, study_summary, summarise
+from dreamsolo.metrics.results import PairResult, Scores, Stat
 from dreamsolo.metrics.evaluators import Evaluators, load_evaluators
 from dreamsolo.metrics.score import diversity, preservation, score_samples
 
@@ -205,9 +206,11 @@ def test_pair_summary_known_values(ev: Evaluators) -> None:
                        "lpips_scene": [0.4, 0.3, 0.2, 0.1]})
     div = pd.DataFrame({"prompt": ["p", "q"], "kind": ["composed", "class_instance"], "n": [2, 2],
                         "div": [0.2, 0.4]})
-    out = pair_summary(df, div, preservation(df), "cat_grass", "animal", with_flags(ev, True, True, True))
-    assert list(out) == ["pair", "category", "evaluators_pretrained", "n_samples", "metrics", "by_kind",
-                         "div", "pres"]
+    tuned = scores(df, div, preservation(df))
+    out = pair_result(tuned, tuned, "cat_grass", "animal", with_flags(ev, True, True, True),
+                      "models/base/tiny").to_json()
+    assert list(out) == ["pair", "category", "evaluators_pretrained", "random_metrics", "n_samples", "metrics",
+                         "by_kind", "div", "pres", "base", "delta"]
     assert out["n_samples"] == 4
     assert out["metrics"]["clip_t"]["mean"] == pytest.approx(0.7 / 3) and out["metrics"]["clip_t"]["n"] == 3
     assert out["metrics"]["lpips_instance"]["mean"] == pytest.approx(0.25)
@@ -223,22 +226,33 @@ def test_pair_summary_known_values(ev: Evaluators) -> None:
 def test_warning_present_iff_an_evaluator_is_random(ev: Evaluators, flags) -> None:
     bundle = with_flags(ev, *flags)
     df = pd.DataFrame({"kind": ["composed"], **{m: [0.5] for m in METRICS}})
-    out = pair_summary(df, [], [], "p", "object", bundle)
+    result = pair_result(scores(df, [], []), scores(df, [], []), "p", "object", bundle, "models/base/tiny")
+    out = result.to_json()
     assert bundle.pretrained == all(flags) == out["evaluators_pretrained"]
     assert ("warning" in out) == (not all(flags))
-    assert out.get("warning") == (None if all(flags) else NOT_PRETRAINED_WARNING)
-    study = study_summary([out])
-    assert ("warning" in study) == (not all(flags))
+    clip, lpips, dino = flags  # which metrics each random evaluator makes meaningless, in table order
+    expected = [m for m, ok in (("clip_t", clip), ("clip_i", clip), ("dino", dino), ("lpips_instance", lpips),
+                                ("lpips_scene", lpips), ("div", lpips), ("pres", dino)) if not ok]
+    assert out["random_metrics"] == expected
+    if not any(flags):
+        assert out["warning"] == NOT_PRETRAINED_WARNING
+    elif expected:  # the warning names every random metric, and no pretrained one as random
+        random_part, real_part = out["warning"].split("; pretrained: ")
+        assert all(m in random_part for m in expected) and not any(m in real_part for m in expected)
+    study = study_summary([result])
+    assert ("warning" in study) == (not all(flags)) and study["random_metrics"] == expected
     cfg = dataclasses.replace(TINY, clip_pretrained="openai" if flags[0] else None,
                               lpips_pretrained=flags[1], dino_pretrained=flags[2])
     assert cfg.pretrained == all(flags)
 
 
 def test_study_summary_mean_of_pair_means(ev: Evaluators) -> None:
-    def pair(name: str, category: str, clip_t: float, div: float, pretrained: bool = True) -> dict:
-        return {"pair": name, "category": category, "evaluators_pretrained": pretrained,
-                "metrics": {"clip_t": {"mean": clip_t, "std": 0.0, "n": 4}},
-                "div": {"mean": div, "std": 0.0, "n": 2}, "pres": {"mean": None, "std": None, "n": 0}}
+    def pair(name: str, category: str, clip_t: float, div: float, pretrained: bool = True) -> PairResult:
+        s = Scores(n_samples=4, metrics={"clip_t": Stat(clip_t, 0.0, 4)}, by_kind={}, div=Stat(div, 0.0, 2),
+                   pres=Stat(None, None, 0))
+        return PairResult(pair=name, category=category, evaluators_pretrained=pretrained,
+                          warning=None if pretrained else NOT_PRETRAINED_WARNING, tuned=s, base=s,
+                          base_model="models/base/tiny")
 
     pairs = [pair("a", "animal", 0.2, 0.1), pair("b", "animal", 0.4, 0.3), pair("c", "object", 0.6, 0.5)]
     out = study_summary(pairs)
@@ -274,4 +288,7 @@ def test_load_evaluators_resolves_weights_against_root(tmp_path) -> None:
     save_file(model.state_dict(), tmp_path / "weights" / "clip.safetensors")
     cfg = dataclasses.replace(TINY, clip_pretrained="weights/clip.safetensors")
     loaded = load_evaluators(cfg, root=tmp_path)
-    assert loaded.clip.pretrained and not loaded.pretrained and loaded.warning == NOT_PRETRAINED_WARNING
+    assert loaded.clip.pretrained and not loaded.pretrained
+    assert loaded.random_metrics == ("dino", "lpips_instance", "lpips_scene", "div", "pres")  # TINY: lpips, dino off
+    assert loaded.warning == ("random evaluators, numbers not meaningful: dino, pres (DINO); lpips_instance, "
+                              "lpips_scene, div (LPIPS); pretrained: clip_t, clip_i (CLIP)")

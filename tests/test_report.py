@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dreamsolo.metrics.results import PairResult, Scores, Stat
 from dreamsolo.report import build_report, html, tables
 
 PAIRS = {"cat_grass": "animal", "cup_brick": "object"}
@@ -35,40 +37,44 @@ def _png(path: Path, rng: np.random.Generator, size: int = 64) -> None:
     Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
 
 
-def _stat(values: pd.Series) -> dict:
+def _stat(values: pd.Series) -> Stat:
     v = values.dropna()
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=0)), "n": int(len(v))}
+    return Stat(float(v.mean()), float(v.std(ddof=0)), int(len(v)))
+
+
+def _fabricate_samples(root: Path, pair: str, category: str, rng: np.random.Generator, base: bool) -> Scores:
+    """Noise samples + manifest, their per-sample CSV (fine-tuned, or with `base` the floor) and their scores."""
+    samples, report = ("samples_base", "pairs_base") if base else ("samples", "pairs")
+    rows = []
+    for kind, prompt, clean in PROMPTS:
+        for seed in range(N_PER_PROMPT):
+            file = f"{len(rows):04d}.png"
+            _png(root / "data" / samples / pair / file, rng)
+            rows.append({"file": file, "kind": kind, "prompt": prompt, "prompt_clean": clean, "seed": seed})
+    manifest = pd.DataFrame(rows)
+    manifest.to_csv(root / "data" / samples / pair / "manifest.csv", index=False)
+    per_sample = manifest.assign(pair=pair, category=category)
+    for m in tables.SAMPLE_METRICS:
+        per_sample[m] = rng.uniform(0.1, 0.9, len(per_sample))
+    per_sample.loc[per_sample["kind"].str.startswith("class"), ["clip_i", "dino"]] = np.nan
+    (root / "reports" / report).mkdir(parents=True, exist_ok=True)
+    per_sample.to_csv(root / "reports" / report / f"{pair}.csv", index=False)
+    return Scores(
+        n_samples=len(per_sample), metrics={m: _stat(per_sample[m]) for m in tables.SAMPLE_METRICS},
+        by_kind={k: {m: _stat(g[m]) for m in tables.SAMPLE_METRICS if g[m].notna().any()}
+                 for k, g in per_sample.groupby("kind")},
+        div=Stat(float(rng.uniform(0.2, 0.5)), 0.02, len(PROMPTS)), pres=Stat(float(rng.uniform(0.3, 0.7)), 0.03, 2))
 
 
 def _fabricate_pair(root: Path, pair: str, category: str, rng: np.random.Generator, pretrained: bool) -> None:
     _png(root / "data" / "prepared" / pair / "scene.png", rng)
     _png(root / "data" / "prepared" / pair / "instance.png", rng)
-    rows = []
-    for kind, prompt, clean in PROMPTS:
-        for seed in range(N_PER_PROMPT):
-            file = f"{len(rows):04d}.png"
-            _png(root / "data" / "samples" / pair / file, rng)
-            rows.append({"file": file, "kind": kind, "prompt": prompt, "prompt_clean": clean, "seed": seed})
-    manifest = pd.DataFrame(rows)
-    manifest.to_csv(root / "data" / "samples" / pair / "manifest.csv", index=False)
-    per_sample = manifest.assign(pair=pair, category=category)
-    for m in tables.SAMPLE_METRICS:
-        per_sample[m] = rng.uniform(0.1, 0.9, len(per_sample))
-    per_sample.loc[per_sample["kind"].str.startswith("class"), ["clip_i", "dino"]] = np.nan
-    (root / "reports" / "pairs").mkdir(parents=True, exist_ok=True)
-    per_sample.to_csv(root / "reports" / "pairs" / f"{pair}.csv", index=False)
-    agg = {
-        "pair": pair, "category": category, "evaluators_pretrained": pretrained,
-        "n_samples": len(per_sample),
-        "metrics": {m: _stat(per_sample[m]) for m in tables.SAMPLE_METRICS},
-        "by_kind": {k: {m: _stat(g[m]) for m in tables.SAMPLE_METRICS if g[m].notna().any()}
-                    for k, g in per_sample.groupby("kind")},
-        "div": {"mean": float(rng.uniform(0.2, 0.5)), "std": 0.02, "n": len(PROMPTS)},
-        "pres": {"mean": float(rng.uniform(0.3, 0.7)), "std": 0.03, "n": 2},
-    }
-    if not pretrained:
-        agg["warning"] = WARNING
-    (root / "reports" / "pairs" / f"{pair}.json").write_text(json.dumps(agg))
+    tuned = _fabricate_samples(root, pair, category, rng, base=False)
+    base = _fabricate_samples(root, pair, category, rng, base=True)
+    result = PairResult(pair=pair, category=category, evaluators_pretrained=pretrained,
+                        warning=None if pretrained else WARNING, tuned=tuned, base=base,
+                        base_model="models/base/tiny")
+    (root / "reports" / "pairs" / f"{pair}.json").write_text(json.dumps(result.to_json()))
     for stage in ("scene", "instance"):
         steps = np.arange(0, 30, 5)
         log = pd.DataFrame({"step": steps, "loss": rng.uniform(0.1, 0.3, len(steps)),
@@ -82,20 +88,28 @@ def _fabricate_pair(root: Path, pair: str, category: str, rng: np.random.Generat
 
 def fake_study_summary(root: Path, pairs: dict[str, str], pretrained: bool) -> dict:
     """What the metrics team's study aggregate hands over: per metric, mean of pair means and the
-    sample std between pairs (ddof=1), overall and per category."""
+    sample std between pairs (ddof=1), overall and per category; the same for the floor (`base`) and
+    for the per-pair gains (`delta`)."""
     dicts = [json.loads((root / "reports" / "pairs" / f"{p}.json").read_text()) for p in pairs]
 
-    def across(ds: list[dict]) -> dict:
+    def mean(d: dict, m: str) -> float:
+        return d[m]["mean"] if m in ("div", "pres") else d["metrics"][m]["mean"]
+
+    def across(ds: list[dict], value=mean) -> dict:
         out = {}
         for m in tables.METRICS:
-            means = pd.Series([d[m]["mean"] if m in ("div", "pres") else d["metrics"][m]["mean"] for d in ds])
+            means = pd.Series([value(d, m) for d in ds])
             out[m] = {"mean": float(means.mean()), "std": float(means.std(ddof=1)) if len(ds) > 1 else 0.0,
                       "n": len(ds)}
         return out
 
-    summary = {"evaluators_pretrained": pretrained, "n_pairs": len(dicts), "pairs": list(pairs),
-               "overall": across(dicts),
-               "by_category": {c: across([d for d in dicts if d["category"] == c]) for c in set(pairs.values())}}
+    def split(value=mean) -> dict:
+        return {"overall": across(dicts, value),
+                "by_category": {c: across([d for d in dicts if d["category"] == c], value)
+                                for c in set(pairs.values())}}
+
+    summary = {"evaluators_pretrained": pretrained, "n_pairs": len(dicts), "pairs": list(pairs), **split(),
+               "base": split(lambda d, m: mean(d["base"], m)), "delta": split(lambda d, m: d["delta"][m])}
     if not pretrained:
         summary["warning"] = WARNING
     return summary
@@ -112,13 +126,14 @@ def make_study(root: Path, pretrained: bool = False) -> dict:
 def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[str, Path]]:
     root = tmp_path_factory.mktemp("study")
     summary = make_study(root)
-    return root, summary, build_report(root, list(PAIRS), summary)
+    return root, summary, build_report(root, tables.read_results(root, list(PAIRS)), summary)
 
 
 def test_every_declared_output_is_written(study):
     root, _, out = study
     expected = {"pairs_csv", "pairs_md", "report_md", "metrics_json", "index_html",
-                "plot_metrics", "plot_loss", "plot_kinds", *(f"grid_{p}" for p in PAIRS)}
+                "plot_metrics", "plot_loss", "plot_kinds", *(f"grid_{p}" for p in PAIRS),
+                *(f"gridbase_{p}" for p in PAIRS), "compare_clip_t", "compare_lpips_instance", "compare_lpips_scene"}
     assert set(out) == expected
     for name, path in out.items():
         assert path.is_file() and path.stat().st_size > 0, name
@@ -168,9 +183,11 @@ def test_metrics_json_numeric_and_warned(study):
 
 
 def test_metrics_json_pretrained_has_no_warning():
-    pair = {"pair": "a", "category": "object", "evaluators_pretrained": True, "n_samples": 2,
-            "metrics": {"clip_t": {"mean": 0.3, "std": 0.01, "n": 2}, "dino": {"mean": float("nan")}},
-            "div": None}
+    none = Stat(None, None, 0)
+    scores = Scores(n_samples=2, metrics={"clip_t": Stat(0.3, 0.01, 2), "dino": Stat(float("nan"), None, 1)},
+                    by_kind={}, div=none, pres=none)
+    pair = PairResult(pair="a", category="object", evaluators_pretrained=True, warning=None, tuned=scores,
+                      base=scores, base_model="models/base/tiny")
     summary = {"overall": {"clip_t": {"mean": 0.3, "std": 0.0, "n": 2}, "dino": {"mean": None, "std": None, "n": 0}},
                "evaluators_pretrained": True}
     data = tables.metrics_json([pair], summary)
@@ -179,7 +196,7 @@ def test_metrics_json_pretrained_has_no_warning():
     assert data["overall"] == {"clip_t": 0.3}  # null / NaN means are left out, never written as NaN
     assert tables.pairs_table([pair]).loc["a", "dino"] == "–"
     # One unpretrained pair is enough to warn, even if the summary says otherwise.
-    data = tables.metrics_json([{**pair, "evaluators_pretrained": False}], summary)
+    data = tables.metrics_json([dataclasses.replace(pair, evaluators_pretrained=False)], summary)
     assert data["warning"] == tables.DEFAULT_WARNING
 
 
@@ -221,7 +238,8 @@ def test_markdown_escapes_pipes():
 
 def test_tables_shapes(study):
     root, summary, _ = study
-    per_pair, per_sample, dicts = tables.collect(root, list(PAIRS))
+    dicts = tables.read_results(root, list(PAIRS))
+    per_sample = tables.read_samples(root, dicts)
     table = tables.pairs_table(dicts)
     assert list(table.index) == list(PAIRS) and list(table.columns) == ["category", *tables.METRICS]
     assert all("±" in v for v in table["clip_t"])
@@ -234,7 +252,7 @@ def test_tables_shapes(study):
 
 def test_pretrained_report_has_no_banner(tmp_path):
     summary = make_study(tmp_path, pretrained=True)
-    out = build_report(tmp_path, list(PAIRS), summary)
+    out = build_report(tmp_path, tables.read_results(tmp_path, list(PAIRS)), summary)
     page = out["index_html"].read_text()
     assert 'class="banner"' not in page and WARNING not in out["report_md"].read_text()
     assert "warning" not in json.loads(out["metrics_json"].read_text())
@@ -243,9 +261,9 @@ def test_pretrained_report_has_no_banner(tmp_path):
 def test_missing_pair_metrics_is_a_clear_error(tmp_path):
     summary = make_study(tmp_path)
     with pytest.raises(FileNotFoundError, match="evaluate"):
-        build_report(tmp_path, [*PAIRS, "horse_gravel"], summary)
+        build_report(tmp_path, tables.read_results(tmp_path, [*PAIRS, "horse_gravel"]), summary)
     with pytest.raises(ValueError, match="safe folder name"):
-        build_report(tmp_path, ["../etc"], summary)
+        build_report(tmp_path, tables.read_results(tmp_path, ["../etc"]), summary)
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None and not Path("/usr/bin/chromium").exists(),

@@ -129,10 +129,12 @@ def test_sample_base_is_the_floor(study, ran):
 
 
 def test_evaluate(study, ran):
-    summary = ran["evaluate"]
+    summary = ran["evaluate"].to_json()  # the stage returns the typed PairResult it wrote
     saved = json.loads((study.root / "reports/pairs" / f"{PAIR}.json").read_text())
     assert saved["n_samples"] == summary["n_samples"] == 12
-    assert saved["warning"] == "evaluators not pretrained: numbers are not meaningful"
+    assert saved["warning"] == ("random evaluators, numbers not meaningful: clip_t, clip_i (CLIP); dino, pres (DINO); "
+                                "pretrained: lpips_instance, lpips_scene, div (LPIPS)")
+    assert saved["random_metrics"] == ["clip_t", "clip_i", "dino", "pres"]
     rows = list(csv.DictReader(open(study.root / "reports/pairs" / f"{PAIR}.csv")))
     assert len(rows) == 12 and all(0 <= float(r["lpips_instance"]) for r in rows)
 

@@ -146,14 +146,18 @@ def test_failed_stage_marks_the_run_failed(store):
 
 
 def test_pair_metrics_are_the_json_numbers():
-    stat = lambda v: {"mean": v, "std": 0.1, "n": 3}  # noqa: E731
-    summary = {"metrics": {"clip_t": stat(0.3), "dino": {"mean": None, "std": None, "n": 0}},
-               "div": stat(0.2), "pres": {"mean": None, "std": None, "n": 0},
-               "base": {"metrics": {"clip_t": stat(0.25)}, "div": stat(0.1), "pres": stat(0.4)},
-               "delta": {"clip_t": 0.05, "div": 0.1, "dino": None}}
-    assert pair_metrics(summary) == {"clip_t_mean": 0.3, "div_mean": 0.2, "base_clip_t_mean": 0.25,
-                                     "base_div_mean": 0.1, "base_pres_mean": 0.4, "delta_clip_t": 0.05,
-                                     "delta_div": 0.1}
+    from dreamsolo.metrics.results import PairResult, Scores, Stat
+
+    stat = lambda v: Stat(v, 0.1, 3)  # noqa: E731
+    none = Stat(None, None, 0)
+    tuned = Scores(n_samples=3, metrics={"clip_t": stat(0.3), "dino": none}, by_kind={}, div=stat(0.2), pres=none)
+    base = Scores(n_samples=3, metrics={"clip_t": stat(0.25)}, by_kind={}, div=stat(0.1), pres=stat(0.4))
+    result = PairResult(pair="p", category="object", evaluators_pretrained=True, warning=None, tuned=tuned,
+                        base=base, base_model="models/base/tiny")
+    # delta is derived from the means (fine-tuned minus base), so delta_clip_t is the float 0.3 - 0.25
+    assert pair_metrics(result) == {"clip_t_mean": 0.3, "div_mean": 0.2, "base_clip_t_mean": 0.25,
+                                    "base_div_mean": 0.1, "base_pres_mean": 0.4, "delta_clip_t": 0.3 - 0.25,
+                                    "delta_div": 0.1}
 
 
 def test_report_metrics_and_artifact_folders():

@@ -1,25 +1,22 @@
-"""Pair and study aggregates in the JSON shapes of docs/FORMATS.md. Light: pandas only, no models,
-so the report stage can import it without torch."""
+"""Pair scores and study aggregates (docs/FORMATS.md); the pair JSON itself is `results.PairResult`.
+Light: pandas only, no models, so the report stage can import it without torch."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dreamsolo.metrics import METRICS, NOT_PRETRAINED_WARNING
+from dreamsolo.metrics import METRICS, NOT_PRETRAINED_WARNING, random_warning
+from dreamsolo.metrics.results import ALL_METRICS, PairResult, Scores, Stat
 
 if TYPE_CHECKING:
     from dreamsolo.metrics.evaluators import Evaluators
 
 Summary = dict[str, Any]
 """{"mean": float | None, "std": float | None, "n": int}; None (JSON null) when n == 0."""
-
-SET_METRICS = ("div", "pres")
-"""Metrics that are not per-sample columns: DIV per prompt, PRES per class-prompt sample."""
-
 
 def _finite(values: Iterable[Any]) -> list[float]:
     """Numbers only: NaN and None (a metric that did not apply) are skipped, not counted."""
@@ -37,8 +34,12 @@ def summarise(values: Iterable[Any]) -> Summary:
     return {"mean": mean, "std": std, "n": n}
 
 
-def _metric_block(df: pd.DataFrame) -> dict[str, Summary]:
-    return {m: summarise(df[m]) for m in METRICS if m in df.columns}
+def _stat(values: Iterable[Any]) -> Stat:
+    return Stat(**summarise(values))
+
+
+def _metric_block(df: pd.DataFrame) -> dict[str, Stat]:
+    return {m: _stat(df[m]) for m in METRICS if m in df.columns}
 
 
 def _values(x: Any) -> list[Any]:
@@ -48,87 +49,58 @@ def _values(x: Any) -> list[Any]:
     return list(x)
 
 
-def pair_summary(df: pd.DataFrame, div: Any, pres: Any, pair: str, category: str,
-                 ev: Evaluators, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """reports/pairs/<pair>.json: `metrics` over all samples, per `kind`, DIV over prompts, PRES over
-    class-prompt samples; `warning` only when an evaluator was randomly initialised.
-
-    `base` (from `floor_summary`) is the base model's score on the same prompts and seeds; with it come
-    `delta` (fine-tuned mean minus base mean per metric: what fine-tuning bought)."""
-    out: dict[str, Any] = {"pair": pair, "category": category, "evaluators_pretrained": bool(ev.pretrained)}
-    if not ev.pretrained:
-        out["warning"] = ev.warning or NOT_PRETRAINED_WARNING
-    out.update(_scores(df, div, pres))
-    if base is not None:
-        out["base"] = dict(base)
-        out["delta"] = deltas(out, base)
-    return out
+def scores(df: pd.DataFrame, div: Any, pres: Any) -> Scores:
+    """One model's scores on a pair: `metrics` over all samples, per `kind`, DIV over prompts, PRES over
+    class-prompt samples (the same for the fine-tuned model and for the base model, the floor)."""
+    return Scores(n_samples=len(df), metrics=_metric_block(df),
+                  by_kind={str(kind): _metric_block(group) for kind, group in df.groupby("kind", sort=False)},
+                  div=_stat(_values(div)), pres=_stat(_values(pres)))
 
 
-def _scores(df: pd.DataFrame, div: Any, pres: Any) -> dict[str, Any]:
-    return {"n_samples": len(df), "metrics": _metric_block(df),
-            "by_kind": {str(kind): _metric_block(group) for kind, group in df.groupby("kind", sort=False)},
-            "div": summarise(_values(div)), "pres": summarise(_values(pres))}
+def pair_result(tuned: Scores, base: Scores, pair: str, category: str, ev: Evaluators,
+                base_model: str) -> PairResult:
+    """reports/pairs/<pair>.json: the fine-tuned scores and the floor (`base`: the base model's samples of the
+    same prompts and seeds, weights `base_model`); `warning` only when an evaluator was randomly initialised."""
+    return PairResult(pair=pair, category=category, evaluators_pretrained=bool(ev.pretrained),
+                      warning=ev.warning, tuned=tuned, base=base, base_model=base_model,
+                      random_metrics=tuple(ev.random_metrics))
 
 
-def floor_summary(df: pd.DataFrame, div: Any, pres: Any, model: str) -> dict[str, Any]:
-    """The `base` block of a pair JSON: the same shape as the pair's own scores (n_samples, metrics,
-    by_kind, div, pres), for the base model's samples; `model` names the weights (models/base/<preset>)."""
-    return {"model": model, **_scores(df, div, pres)}
-
-
-def _mean(block: Mapping[str, Any], metric: str) -> float | None:
-    stat = block.get(metric) if metric in SET_METRICS else (block.get("metrics") or {}).get(metric)
-    return stat.get("mean") if isinstance(stat, Mapping) else None
-
-
-def deltas(tuned: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, float | None]:
-    """Per metric, the fine-tuned mean minus the base mean; None where either is missing."""
-    out: dict[str, float | None] = {}
-    for m in (*METRICS, *SET_METRICS):
-        a, b = _mean(tuned, m), _mean(base, m)
-        out[m] = None if a is None or b is None else a - b
-    return out
-
-
-def _across_pairs(pairs: Sequence[Mapping[str, Any]]) -> dict[str, Summary]:
+def _across_pairs(pairs: Sequence[Scores]) -> dict[str, Summary]:
     """Each metric's pair means summarised across pairs: mean of means, std across pairs, n pairs."""
-    out = {}
-    for m in (*METRICS, *SET_METRICS):
-        block = [p.get(m) if m in SET_METRICS else p.get("metrics", {}).get(m) for p in pairs]
-        out[m] = summarise(b["mean"] for b in block if b)
-    return out
+    return {m: summarise(s.mean(m) for s in pairs) for m in ALL_METRICS}
 
 
-def study_summary(pair_dicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """reports/metrics.json: overall and per-category across-pair summaries of every metric.
+def _across_deltas(pairs: Sequence[PairResult]) -> dict[str, Summary]:
+    """Each metric's per-pair gain (fine-tuned minus base) summarised across the pairs."""
+    deltas = [p.delta for p in pairs]
+    return {m: summarise(d[m] for d in deltas) for m in ALL_METRICS}
+
+
+def study_summary(results: Sequence[PairResult]) -> dict[str, Any]:
+    """The study's across-pair summaries of every metric, overall and per category (reports/metrics.json
+    is built from it), for the fine-tuned model, the base model (`base`) and the gain (`delta`).
 
     Every pair weighs the same (a mean of pair means), so a pair with more samples does not dominate;
-    the spread is between pairs, the study's unit of replication. When the pairs carry the floor,
-    `base` summarises the base model the same way and `delta` the per-pair differences (fine-tuned
-    minus base: its mean is the mean gain, its std how much the gain varies between pairs)."""
-    if not pair_dicts:
-        raise ValueError("no pair summaries to aggregate")
-    pretrained = all(p.get("evaluators_pretrained", False) for p in pair_dicts)
+    the spread is between pairs, the study's unit of replication. The `delta` mean is the mean gain,
+    its std how much the gain varies between pairs."""
+    if not results:
+        raise ValueError("no pair results to aggregate")
+    pretrained = all(r.evaluators_pretrained for r in results)
     out: dict[str, Any] = {"evaluators_pretrained": pretrained}
+    random = [m for m in ALL_METRICS if any(m in r.random_metrics for r in results)]
     if not pretrained:
-        out["warning"] = NOT_PRETRAINED_WARNING
-    out["n_pairs"] = len(pair_dicts)
-    out["pairs"] = [p["pair"] for p in pair_dicts]
-    categories = list(dict.fromkeys(p["category"] for p in pair_dicts))
+        out["warning"] = random_warning(random) or NOT_PRETRAINED_WARNING
+    out["random_metrics"] = random
+    out["n_pairs"] = len(results)
+    out["pairs"] = [r.pair for r in results]
+    categories = list(dict.fromkeys(r.category for r in results))
 
-    def split(fn) -> dict[str, Any]:
-        return {"overall": fn(pair_dicts),
-                "by_category": {c: fn([p for p in pair_dicts if p["category"] == c]) for c in categories}}
+    def split(fn: Callable[[list[PairResult]], dict[str, Summary]]) -> dict[str, Any]:
+        return {"overall": fn(list(results)),
+                "by_category": {c: fn([r for r in results if r.category == c]) for c in categories}}
 
-    out.update(split(_across_pairs))
-    if any(isinstance(p.get("base"), Mapping) for p in pair_dicts):
-        out["base"] = split(lambda ps: _across_pairs([p["base"] for p in ps if isinstance(p.get("base"), Mapping)]))
-        out["delta"] = split(_across_deltas)
+    out.update(split(lambda rs: _across_pairs([r.tuned for r in rs])))
+    out["base"] = split(lambda rs: _across_pairs([r.base for r in rs]))
+    out["delta"] = split(_across_deltas)
     return out
-
-
-def _across_deltas(pairs: Sequence[Mapping[str, Any]]) -> dict[str, Summary]:
-    """Each metric's per-pair gain (fine-tuned minus base) summarised across the pairs that have a floor."""
-    with_base = [deltas(p, p["base"]) for p in pairs if isinstance(p.get("base"), Mapping)]
-    return {m: summarise(d[m] for d in with_base) for m in (*METRICS, *SET_METRICS)}

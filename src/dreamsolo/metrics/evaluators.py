@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from dreamsolo.config import Evaluate
-from dreamsolo.metrics import NOT_PRETRAINED_WARNING
+from dreamsolo.metrics import random_metrics, random_warning
 from dreamsolo.metrics.clip import ClipEvaluator, load_clip
 from dreamsolo.metrics.dino import DinoEvaluator, load_dino
 from dreamsolo.metrics.lpips_metric import LpipsEvaluator, load_lpips
@@ -21,11 +21,15 @@ class Evaluators:
     dino: DinoEvaluator
     # derived from the three models, never passed in, so a report cannot claim more than was loaded
     pretrained: bool = field(init=False)
-    warning: str | None = field(init=False)
+    random_metrics: tuple[str, ...] = field(init=False)  # the metrics whose evaluator is random
+    warning: str | None = field(init=False)  # names exactly those metrics
 
     def __post_init__(self) -> None:
         self.pretrained = self.clip.pretrained and self.lpips.pretrained and self.dino.pretrained
-        self.warning = None if self.pretrained else NOT_PRETRAINED_WARNING
+        random = {name for name, ev in (("CLIP", self.clip), ("LPIPS", self.lpips), ("DINO", self.dino))
+                  if not ev.pretrained}
+        self.random_metrics = random_metrics(random)
+        self.warning = random_warning(self.random_metrics)
 
 
 def _weights(value: str, root: Path | None) -> str:

@@ -1,11 +1,11 @@
 """The study report: tables (csv/md), DVC metrics JSON, plots and a static HTML page under reports/.
 
 Writes reports/{metrics.json, pairs.csv, pairs.md, report.md, index.html}, reports/plots/*.png
-(metrics, loss, kinds) and reports/grids/<pair>.png (one sample grid per pair). When the pairs carry
-the floor (the base model on the same prompts and seeds, `base` in the pair JSON), every table gets a
-'↳ base model' row and a Δ per fine-tuned value, pairs.csv and metrics.json get the base and Δ numbers,
-the plots mark the base values, and reports/grids/base/<pair>.png and reports/compare/<metric>.csv
-(DVC plots: fine-tuned and base bar per pair) are written too.
+(metrics, loss, kinds), reports/grids/<pair>.png and reports/grids/base/<pair>.png (the sample grids of
+the fine-tuned and of the base model) and reports/compare/<metric>.csv (DVC plots: fine-tuned and base
+bar per pair). Every pair carries the floor (the base model on the same prompts and seeds), so every
+table gets a '↳ base model' row and a Δ per fine-tuned value, pairs.csv and metrics.json the base and Δ
+numbers, and the plots mark the base values.
 
 build_report() is the one entry point the `report` stage calls; it returns the written artifacts
 by name so the caller can log them to MLflow.
@@ -13,13 +13,16 @@ by name so the caller can log them to MLflow.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from PIL import Image
 
 from dreamsolo.files import atomic_dir, atomic_file, write_json
 from dreamsolo.layout import check_id, prepared_dir, samples_dir
+from dreamsolo.metrics.results import PairResult
 from dreamsolo.report import floor, html, plots, tables
 from dreamsolo.report.tables import LABELS, METRICS, REFERENCE_LABEL, REFERENCE_NOTE, REFERENCE, fmt
 
@@ -31,99 +34,137 @@ PLOT_CAPTIONS = {
     "plot_loss": "Training loss of both stages per pair (solid: total, dotted: prior term)",
     "plot_kinds": "Metrics by prompt kind, all pairs pooled",
 }
+Prompts = tuple[tuple[str, str], ...]
+"""(kind, clean prompt) of each row of a pair's sample grid."""
 
 
-def build_report(root: Path, pair_ids: list[str], study_summary: dict) -> dict[str, Path]:
+@dataclass(frozen=True)
+class _Study:
+    """The report's inputs, read and shaped once: every file below is written from these."""
+
+    results: list[PairResult]
+    summary: dict
+    warning: str | None
+    per_pair: pd.DataFrame  # pairs_numeric() + floor.pairs_columns(): the rows of pairs.csv
+    per_sample: pd.DataFrame  # reports/pairs/<pair>.csv, all pairs
+    per_sample_base: pd.DataFrame  # reports/pairs_base/<pair>.csv, all pairs
+    overall: dict[str, dict]
+    study: pd.DataFrame
+    categories: pd.DataFrame
+    kinds: pd.DataFrame
+    floors: dict[str, Any]  # html.Page's floor fields, one per table
+
+
+def build_report(root: Path, results: list[PairResult], study_summary: dict) -> dict[str, Path]:
     """Write every report artifact under root/reports and return {name: path}."""
-    pair_ids = [check_id("pair", p) for p in pair_ids]
-    per_pair, per_sample, pair_dicts = tables.collect(root, pair_ids)
-    warning = tables.warning_text(pair_dicts, study_summary)
-    overall = tables.overall_stats(pair_dicts, study_summary)
-    has_floor = floor.has_floor(pair_dicts)
-    if has_floor:
-        per_pair = per_pair.merge(floor.pairs_columns(pair_dicts), on="pair", how="left")
+    s = _shape(root, results, study_summary)
     reports = root / "reports"
-    out: dict[str, Path] = {}
+    out = _write_numbers(reports, s)
+    out.update(_write_plots(root, reports, s))
+    grids, prompts = _write_grids(root, reports, s)
+    out.update(grids)
+    out.update(_write_compare(reports, s.per_pair))
+    out.update(_write_markdown(reports, s))
+    out["index_html"] = _write_page(reports, s, prompts)
+    return out
 
-    out["pairs_csv"] = reports / "pairs.csv"
-    tables.write_pairs_csv(per_pair, out["pairs_csv"])
-    out["metrics_json"] = reports / "metrics.json"
-    metrics = tables.metrics_json(pair_dicts, study_summary)
-    if has_floor:
-        metrics.update(floor.metrics_json_blocks(pair_dicts, study_summary))
-    write_json(out["metrics_json"], metrics)
 
-    study = tables.pairs_table(pair_dicts)
-    categories = tables.category_table(pair_dicts, study_summary)
-    kinds_num = tables.kind_numeric(per_sample)
-    kinds = tables.kind_table(per_sample)
-    per_sample_base = floor.read_base_csvs(root, pair_ids) if has_floor else pd.DataFrame()
+def _shape(root: Path, results: list[PairResult], summary: dict) -> _Study:
+    for r in results:  # pair ids become file names below
+        check_id("pair", r.pair)
+    per_sample = tables.read_samples(root, results)
+    per_sample_base = tables.read_samples(root, results, base=True)
+    categories = tables.category_table(results, summary)
     floors = {
-        "study_floor": floor.pairs_floor(pair_dicts),
-        "overall_floor": floor.overall_floor(pair_dicts, study_summary),
-        "categories_floor": floor.categories_floor(pair_dicts, study_summary, categories),
+        "study_floor": floor.pairs_floor(results),
+        "overall_floor": floor.overall_floor(results, summary),
+        "categories_floor": floor.categories_floor(results, summary, categories),
         "kinds_floor": floor.kinds_floor(per_sample, per_sample_base),
-    } if has_floor else {}
+    }
+    return _Study(
+        results=results, summary=summary, warning=tables.warning_text(results, summary),
+        per_pair=tables.pairs_numeric(results).merge(floor.pairs_columns(results), on="pair", how="left"),
+        per_sample=per_sample, per_sample_base=per_sample_base, overall=tables.overall_stats(results, summary),
+        study=tables.pairs_table(results), categories=categories, kinds=tables.kind_table(per_sample),
+        floors=floors)
 
-    prompts: dict[str, tuple[tuple[str, str], ...]] = {}
+
+def _write_numbers(reports: Path, s: _Study) -> dict[str, Path]:
+    """pairs.csv and metrics.json (fine-tuned, then the floor's `base` and `delta` blocks)."""
+    out = {"pairs_csv": reports / "pairs.csv", "metrics_json": reports / "metrics.json"}
+    tables.write_pairs_csv(s.per_pair, out["pairs_csv"])
+    metrics = tables.metrics_json(s.results, s.summary)
+    metrics.update(floor.metrics_json_blocks(s.results, s.summary))
+    write_json(out["metrics_json"], metrics)
+    return out
+
+
+def _write_plots(root: Path, reports: Path, s: _Study) -> dict[str, Path]:
+    pair_ids = [r.pair for r in s.results]
     with atomic_dir(reports / "plots") as tmp:
-        plots.metric_bars(per_pair, tmp / PLOT_FILES["plot_metrics"], warning)
-        plots.loss_curves(_train_logs(root, pair_ids), tmp / PLOT_FILES["plot_loss"], warning)
-        plots.metric_by_kind(kinds_num, tmp / PLOT_FILES["plot_kinds"], warning,
-                             base=tables.kind_numeric(per_sample_base) if has_floor else None)
-    out.update({k: reports / "plots" / f for k, f in PLOT_FILES.items()})
-    base_grids: dict[str, str] = {}
+        plots.metric_bars(s.per_pair, tmp / PLOT_FILES["plot_metrics"], s.warning)
+        plots.loss_curves(_train_logs(root, pair_ids), tmp / PLOT_FILES["plot_loss"], s.warning)
+        plots.metric_by_kind(tables.kind_numeric(s.per_sample), tables.kind_numeric(s.per_sample_base),
+                             tmp / PLOT_FILES["plot_kinds"], s.warning)
+    return {k: reports / "plots" / f for k, f in PLOT_FILES.items()}
+
+
+def _base_grid(pair: str) -> str:
+    """The base model's sample grid of a pair, relative to reports/."""
+    return f"grids/base/{pair}.png"
+
+
+def _write_grids(root: Path, reports: Path, s: _Study) -> tuple[dict[str, Path], dict[str, Prompts]]:
+    """Each pair's sample grid, fine-tuned and base; returns the paths and each grid's row prompts."""
+    prompts: dict[str, Prompts] = {}
     with atomic_dir(reports / "grids") as tmp:
-        for d in pair_dicts:
-            _, prompts[d["pair"]] = pair_grid(root, d["pair"], tmp / f"{d['pair']}.png",
-                                              d.get("category", ""), warning)
-            if has_floor and (root / "data" / "samples_base" / d["pair"] / "manifest.csv").is_file():
-                pair_grid(root, d["pair"], tmp / "base" / f"{d['pair']}.png", d.get("category", ""), warning,
-                          samples="samples_base")
-                base_grids[d["pair"]] = f"grids/base/{d['pair']}.png"
-    out.update({f"grid_{p}": reports / "grids" / f"{p}.png" for p in pair_ids})
-    out.update({f"gridbase_{p}": reports / g for p, g in base_grids.items()})
-    if has_floor:
-        with atomic_dir(reports / "compare") as tmp:
-            for m, frame in floor.compare_frames(per_pair).items():
-                frame.to_csv(tmp / f"{m}.csv", index=False)
-        out.update({f"compare_{m}": reports / "compare" / f"{m}.csv" for m in floor.COMPARE})
+        for r in s.results:
+            _, prompts[r.pair] = pair_grid(root, r.pair, tmp / f"{r.pair}.png", r.category, s.warning)
+            pair_grid(root, r.pair, tmp / "base" / f"{r.pair}.png", r.category, s.warning, samples="samples_base")
+    out = {f"grid_{r.pair}": reports / "grids" / f"{r.pair}.png" for r in s.results}
+    out.update({f"gridbase_{r.pair}": reports / _base_grid(r.pair) for r in s.results})
+    return out, prompts
 
-    md_study = _with_context_rows(study, overall)
-    if has_floor:
-        md_study = floor.interleave(md_study, _md_floor(floors))
-        categories_md = floor.interleave(categories, floors["categories_floor"])
-        kinds_md = floor.interleave(kinds, floors["kinds_floor"]) if floors["kinds_floor"] else kinds
-    else:
-        categories_md, kinds_md = categories, kinds
+
+def _write_compare(reports: Path, per_pair: pd.DataFrame) -> dict[str, Path]:
+    with atomic_dir(reports / "compare") as tmp:
+        for m, frame in floor.compare_frames(per_pair).items():
+            frame.to_csv(tmp / f"{m}.csv", index=False)
+    return {f"compare_{m}": reports / "compare" / f"{m}.csv" for m in floor.COMPARE}
+
+
+def _write_markdown(reports: Path, s: _Study) -> dict[str, Path]:
+    """pairs.md (the study table) and report.md (every table, plot and grid), each with the floor."""
+    md_study = floor.interleave(_with_context_rows(s.study, s.overall), _md_floor(s.floors))
     md_table = tables.to_markdown(md_study, "pair")
-    note = f"{floor.BASE_NOTE}.\n" if has_floor else ""
-    out["pairs_md"] = reports / "pairs.md"
-    _write_text(out["pairs_md"], _pairs_md(md_table, warning) + note)
-    out["report_md"] = reports / "report.md"
-    _write_text(out["report_md"], _report_md(md_table, categories_md, kinds_md, pair_dicts, warning, note,
-                                             base_grids))
+    categories = floor.interleave(s.categories, s.floors["categories_floor"])
+    kinds = floor.interleave(s.kinds, s.floors["kinds_floor"])
+    out = {"pairs_md": reports / "pairs.md", "report_md": reports / "report.md"}
+    _write_text(out["pairs_md"], _pairs_md(md_table, s.warning) + f"{floor.BASE_NOTE}.\n")
+    _write_text(out["report_md"], _report_md(md_table, categories, kinds, s.results, s.warning))
+    return out
 
+
+def _write_page(reports: Path, s: _Study, prompts: dict[str, Prompts]) -> Path:
     page = html.Page(
-        study=study, overall=overall, categories=categories, kinds=kinds, warning=warning,
-        plots=[(_caption(k, has_floor), f"plots/{f}") for k, f in PLOT_FILES.items()],
-        pairs=[html.PairSection(d["pair"], str(d.get("category", "")), f"grids/{d['pair']}.png",
-                                _pair_summary(d), prompts[d["pair"]], base_grids.get(d["pair"]))
-               for d in pair_dicts],
-        **floors,
+        study=s.study, overall=s.overall, categories=s.categories, kinds=s.kinds, warning=s.warning,
+        plots=[(_caption(k), f"plots/{f}") for k, f in PLOT_FILES.items()],
+        pairs=[html.PairSection(r.pair, r.category, f"grids/{r.pair}.png", _base_grid(r.pair), _pair_summary(r),
+                                prompts[r.pair]) for r in s.results],
+        **s.floors,
     )
     text = html.render(page)
     bad = html.missing_refs(text, reports)
     if bad:
         raise RuntimeError(f"index.html would link to missing or outside files: {bad}")
-    out["index_html"] = reports / "index.html"
-    _write_text(out["index_html"], text)
-    return out
+    path = reports / "index.html"
+    _write_text(path, text)
+    return path
 
 
-def _caption(name: str, has_floor: bool) -> str:
+def _caption(name: str) -> str:
     caption = PLOT_CAPTIONS[name]
-    if has_floor and name in ("plot_metrics", "plot_kinds"):
+    if name in ("plot_metrics", "plot_kinds"):
         caption += "; ○: the base model (no fine-tuning) on the same prompts and seeds"
     return caption
 
@@ -199,40 +240,37 @@ def _pairs_md(md_table: str, warning: str | None) -> str:
 
 
 def _report_md(md_table: str, categories: pd.DataFrame, kinds: pd.DataFrame,
-               pair_dicts: list[dict], warning: str | None, floor_note: str = "",
-               base_grids: dict[str, str] | None = None) -> str:
-    base_grids = base_grids or {}
+               results: list[PairResult], warning: str | None) -> str:
     parts = [
         "# dreamsolo study report\n",
         "Single-image scene + instance personalization (DreamBooth-style, two stages).\n",
         _warning_md(warning),
         "## Study: pairs × metrics (mean ± std over samples)\n",
-        md_table, _reference_md(), "↑ higher is better, ↓ lower is better.\n", floor_note,
+        md_table, _reference_md(), "↑ higher is better, ↓ lower is better.\n", f"{floor.BASE_NOTE}.\n",
         "## Per-category summary\n", tables.to_markdown(categories, "category"),
         "## Metrics by prompt kind (all pairs pooled)\n",
         tables.to_markdown(kinds, "kind") if not kinds.empty else "No per-sample data.\n",
         "## Plots\n",
-        *[f"![{_caption(k, bool(floor_note))}](plots/{f})\n" for k, f in PLOT_FILES.items()],
+        *[f"![{_caption(k)}](plots/{f})\n" for k, f in PLOT_FILES.items()],
         "## Samples per pair\n",
         "Left: the reference scene and instance; then one row per prompt, one column per seed.\n",
-        *[f"### {d['pair']} ({d.get('category', '')})\n\n![{d['pair']} samples](grids/{d['pair']}.png)\n"
-          + (f"\nBase model, same prompts and seeds:\n\n![{d['pair']} base samples]({base_grids[d['pair']]})\n"
-             if d["pair"] in base_grids else "")
-          for d in pair_dicts],
+        *[f"### {r.pair} ({r.category})\n\n![{r.pair} samples](grids/{r.pair}.png)\n"
+          f"\nBase model, same prompts and seeds:\n\n![{r.pair} base samples]({_base_grid(r.pair)})\n"
+          for r in results],
     ]
     return "\n".join(p for p in parts if p)
 
 
-def _pair_summary(d: dict) -> str:
-    bits = [f"{d.get('n_samples', '?')} samples"]
-    deltas = floor.pair_deltas(d) if isinstance(d.get("base"), dict) else {}
+def _pair_summary(r: PairResult) -> str:
+    bits = [f"{r.tuned.n_samples} samples"]
+    delta = r.delta
     for m in ("clip_t", "clip_i", "lpips_instance", "lpips_scene"):
-        s = tables.pair_stat(d, m)
-        if s:
-            text = f"{LABELS[m]} {fmt(s.get('mean'), s.get('std'))}"
-            b = tables.pair_stat(d.get("base") or {}, m)
-            if b:
-                text += f" (base {fmt(b.get('mean'))}, {floor.fmt_delta(deltas.get(m))})"
+        s = tables.pair_stat(r.tuned, m)
+        if s is not None:
+            text = f"{LABELS[m]} {fmt(s.mean, s.std)}"
+            b = tables.pair_stat(r.base, m)
+            if b is not None:  # a metric the base samples have no value for shows no floor
+                text += f" (base {fmt(b.mean)}, {floor.fmt_delta(delta[m])})"
             bits.append(text)
     return " · ".join(bits)
 

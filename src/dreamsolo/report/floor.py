@@ -1,21 +1,20 @@
 """The floor: the base model's scores on the pair's own prompts and seeds (no fine-tuning), shown next to
 every fine-tuned number so each table says what fine-tuning bought.
 
-Inputs are the `base` / `delta` blocks of reports/pairs/<pair>.json and reports/pairs_base/<pair>.csv
-(written by `evaluate`) and the `base` / `delta` blocks of the study summary. Everything here is
-optional: a study without a floor (pair JSONs without `base`) renders exactly as before.
+Inputs are the pairs' `PairResult`s (their `base` scores and `delta`), reports/pairs_base/<pair>.csv
+(written by `evaluate`) and the `base` / `delta` blocks of the study summary. `evaluate` always writes
+the floor and `PairResult.from_json` refuses a pair JSON without it, so nothing here is optional.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from dreamsolo.layout import pair_csv
+from dreamsolo.metrics.results import PairResult
 from dreamsolo.report import tables
 from dreamsolo.report.tables import METRICS, _num, fmt, spread
 
@@ -38,89 +37,64 @@ class Floor:
     delta: pd.DataFrame
 
 
-def has_floor(pair_dicts: list[dict]) -> bool:
-    return any(isinstance(d.get("base"), Mapping) for d in pair_dicts)
-
-
-def base_dicts(pair_dicts: list[dict]) -> list[dict]:
-    """Each pair's `base` block as a pair-shaped dict (pair, category, metrics, div, pres, n_samples)."""
-    return [{**d["base"], "pair": d["pair"], "category": d.get("category", "")}
-            for d in pair_dicts if isinstance(d.get("base"), Mapping)]
-
-
-def pair_deltas(d: dict) -> dict[str, float | None]:
-    """{metric: fine-tuned − base} of one pair: the JSON's `delta` block, else from the two means."""
-    given = d.get("delta") if isinstance(d.get("delta"), Mapping) else {}
-    out = {}
-    for m in METRICS:
-        if m in given:
-            out[m] = _num(given[m])
-        else:
-            a, b = tables.pair_stat(d, m), tables.pair_stat(d.get("base") or {}, m)
-            out[m] = _num(a["mean"]) - _num(b["mean"]) if a and b else None
-    return out
-
-
-def pairs_columns(pair_dicts: list[dict]) -> pd.DataFrame:
-    """Rows = pairs; columns <metric>_base_mean, <metric>_base_std, <metric>_delta (NaN without a floor)."""
-    base = tables.pairs_numeric(base_dicts(pair_dicts)).set_index("pair")
+def pairs_columns(results: list[PairResult]) -> pd.DataFrame:
+    """Rows = pairs; columns <metric>_base_mean, <metric>_base_std, <metric>_delta (NaN where missing)."""
+    base = tables.pairs_numeric(results, base=True).set_index("pair")
     rows = []
-    for d in pair_dicts:
-        row: dict[str, Any] = {"pair": d["pair"]}
-        deltas = pair_deltas(d)
+    for r in results:
+        row: dict[str, Any] = {"pair": r.pair}
+        delta = r.delta
         for m in METRICS:
-            has = d["pair"] in base.index
-            row[f"{m}_base_mean"] = base.loc[d["pair"], f"{m}_mean"] if has else None
-            row[f"{m}_base_std"] = base.loc[d["pair"], f"{m}_std"] if has else None
-            row[f"{m}_delta"] = deltas[m]
+            row[f"{m}_base_mean"] = base.loc[r.pair, f"{m}_mean"]
+            row[f"{m}_base_std"] = base.loc[r.pair, f"{m}_std"]
+            row[f"{m}_delta"] = _num(delta[m])
         rows.append(row)
     cols = [f"{m}_{k}" for m in METRICS for k in ("base_mean", "base_std", "delta")]
     return pd.DataFrame(rows, columns=["pair", *cols]).astype({c: float for c in cols})
 
 
-def pairs_floor(pair_dicts: list[dict]) -> Floor:
+def pairs_floor(results: list[PairResult]) -> Floor:
     """Floor of the study table (index = pair)."""
-    num = pairs_columns(pair_dicts).set_index("pair")
+    num = pairs_columns(results).set_index("pair")
     base = pd.DataFrame({m: [fmt(a, b) for a, b in zip(num[f"{m}_base_mean"], num[f"{m}_base_std"])]
                          for m in METRICS}, index=num.index)
     return Floor(base, pd.DataFrame({m: num[f"{m}_delta"] for m in METRICS}, index=num.index))
 
 
-def _stats(given: Any, values: pd.Series) -> dict[str, float | None]:
-    """The study summary's {'mean','std'} where given, else mean ± std (ddof=1) of `values` (one per pair)."""
-    if isinstance(given, Mapping) and _num(given.get("mean")) is not None:
-        return {"mean": _num(given["mean"]), "std": _num(given.get("std"))}
+def _stats(given: Mapping[str, Any], values: pd.Series) -> dict[str, float | None]:
+    """The study summary's {'mean','std'} where it has a mean, else mean ± std (ddof=1) of `values`."""
+    if _num(given["mean"]) is not None:
+        return {"mean": _num(given["mean"]), "std": _num(given["std"])}
     mean, std = spread(values)
     return {"mean": mean, "std": std}
 
 
-def _group_floor(pair_dicts: list[dict], summary: dict, groups: dict[str, list[str]],
+def _group_floor(results: list[PairResult], summary: dict, groups: dict[str, list[str]],
                  scope: str) -> tuple[dict[str, dict[str, dict]], dict[str, dict[str, dict]]]:
     """({group: {metric: base stats}}, {group: {metric: delta stats}}) across the pairs of each group;
     `scope` picks the summary's block ('overall' or 'by_category')."""
-    num = pairs_columns(pair_dicts).set_index("pair")
+    num = pairs_columns(results).set_index("pair")
     base_out, delta_out = {}, {}
     for name, pairs in groups.items():
-        sub = num.loc[[p for p in pairs if p in num.index]]
-        given_b = (summary.get("base") or {}).get(scope) or {}
-        given_d = (summary.get("delta") or {}).get(scope) or {}
+        sub = num.loc[pairs]
+        given_b, given_d = summary["base"][scope], summary["delta"][scope]
         if scope != "overall":
-            given_b, given_d = given_b.get(name) or {}, given_d.get(name) or {}
-        base_out[name] = {m: _stats(given_b.get(m), sub[f"{m}_base_mean"]) for m in METRICS}
-        delta_out[name] = {m: _stats(given_d.get(m), sub[f"{m}_delta"]) for m in METRICS}
+            given_b, given_d = given_b[name], given_d[name]
+        base_out[name] = {m: _stats(given_b[m], sub[f"{m}_base_mean"]) for m in METRICS}
+        delta_out[name] = {m: _stats(given_d[m], sub[f"{m}_delta"]) for m in METRICS}
     return base_out, delta_out
 
 
-def overall_floor(pair_dicts: list[dict], summary: dict) -> tuple[dict[str, dict], dict[str, dict]]:
+def overall_floor(results: list[PairResult], summary: dict) -> tuple[dict[str, dict], dict[str, dict]]:
     """({metric: base stats}, {metric: delta stats}) over all pairs (the 'study (all pairs)' row)."""
-    base, delta = _group_floor(pair_dicts, summary, {"all": [d["pair"] for d in pair_dicts]}, "overall")
+    base, delta = _group_floor(results, summary, {"all": [r.pair for r in results]}, "overall")
     return base["all"], delta["all"]
 
 
-def categories_floor(pair_dicts: list[dict], summary: dict, categories: pd.DataFrame) -> Floor:
+def categories_floor(results: list[PairResult], summary: dict, categories: pd.DataFrame) -> Floor:
     """Floor of the per-category table (index = category, as `tables.category_table`)."""
-    groups = {c: [d["pair"] for d in pair_dicts if d.get("category") == c] for c in categories.index}
-    base, delta = _group_floor(pair_dicts, summary, groups, "by_category")
+    groups = {c: [r.pair for r in results if r.category == c] for c in categories.index}
+    base, delta = _group_floor(results, summary, groups, "by_category")
     return Floor(
         pd.DataFrame({m: [fmt(base[c][m]["mean"], base[c][m]["std"]) for c in groups] for m in METRICS},
                      index=categories.index),
@@ -128,11 +102,9 @@ def categories_floor(pair_dicts: list[dict], summary: dict, categories: pd.DataF
                      dtype=float))
 
 
-def kinds_floor(per_sample: pd.DataFrame, per_sample_base: pd.DataFrame) -> Floor | None:
+def kinds_floor(per_sample: pd.DataFrame, per_sample_base: pd.DataFrame) -> Floor:
     """Floor of the prompt-kind table: base samples pooled over pairs, Δ of the pooled means."""
     tuned, base = tables.kind_numeric(per_sample), tables.kind_numeric(per_sample_base)
-    if tuned.empty or base.empty:
-        return None
     base = base.reindex(tuned.index)
     cols = [m for m in tables.SAMPLE_METRICS if f"{m}_mean" in tuned.columns and f"{m}_mean" in base.columns]
     return Floor(
@@ -141,24 +113,14 @@ def kinds_floor(per_sample: pd.DataFrame, per_sample_base: pd.DataFrame) -> Floo
         pd.DataFrame({m: tuned[f"{m}_mean"] - base[f"{m}_mean"] for m in cols}, index=tuned.index))
 
 
-def read_base_csvs(root: Path, pair_ids: list[str]) -> pd.DataFrame:
-    """reports/pairs_base/<pair>.csv of every pair that has one, concatenated (empty if none)."""
-    frames = []
-    for pid in pair_ids:
-        path = pair_csv(root, pid, base=True)
-        if path.is_file():
-            frames.append(pd.read_csv(path))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def metrics_json_blocks(pair_dicts: list[dict], summary: dict) -> dict[str, Any]:
+def metrics_json_blocks(results: list[PairResult], summary: dict) -> dict[str, Any]:
     """`base` and `delta` blocks of reports/metrics.json (numeric, nulls left out), in the shape of the
     fine-tuned ones: overall, by_category, pairs."""
-    num = pairs_columns(pair_dicts).set_index("pair")
-    cats = list(dict.fromkeys(d.get("category", "") for d in pair_dicts))
-    ob, od = overall_floor(pair_dicts, summary)
-    groups = {c: [d["pair"] for d in pair_dicts if d.get("category") == c] for c in cats}
-    cb, cd = _group_floor(pair_dicts, summary, groups, "by_category")
+    num = pairs_columns(results).set_index("pair")
+    cats = list(dict.fromkeys(r.category for r in results))
+    ob, od = overall_floor(results, summary)
+    groups = {c: [r.pair for r in results if r.category == c] for c in cats}
+    cb, cd = _group_floor(results, summary, groups, "by_category")
 
     def means(stats: dict[str, dict]) -> dict[str, float]:
         return {m: s["mean"] for m, s in stats.items() if _num(s.get("mean")) is not None}
@@ -168,9 +130,8 @@ def metrics_json_blocks(pair_dicts: list[dict], summary: dict) -> dict[str, Any]
                 for p in num.index}
 
     base_pairs = pair_block("base_mean")
-    for d in base_dicts(pair_dicts):
-        if _num(d.get("n_samples")) is not None:
-            base_pairs[d["pair"]]["n_samples"] = int(d["n_samples"])
+    for r in results:
+        base_pairs[r.pair]["n_samples"] = r.base.n_samples
     return {"base": {"overall": means(ob), "by_category": {c: means(cb[c]) for c in cats}, "pairs": base_pairs},
             "delta": {"overall": means(od), "by_category": {c: means(cd[c]) for c in cats},
                       "pairs": pair_block("delta")}}
@@ -186,7 +147,7 @@ def compare_frames(per_pair: pd.DataFrame) -> dict[str, pd.DataFrame]:
             rows.append({"row": r["pair"], "pair": r["pair"], "model": "fine-tuned",
                          "mean": r[f"{m}_mean"], "std": r[f"{m}_std"]})
             rows.append({"row": f"{r['pair']} · base", "pair": r["pair"], "model": "base",
-                         "mean": r.get(f"{m}_base_mean"), "std": r.get(f"{m}_base_std")})
+                         "mean": r[f"{m}_base_mean"], "std": r[f"{m}_base_std"]})
         out[m] = pd.DataFrame(rows, columns=["row", "pair", "model", "mean", "std"])
     return out
 

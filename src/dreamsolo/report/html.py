@@ -60,9 +60,9 @@ class PairSection:
     pair: str
     category: str
     grid: str  # path relative to reports/
+    base_grid: str  # the base model's samples of the same prompts and seeds (relative to reports/)
     summary: str = ""
     prompts: tuple[tuple[str, str], ...] = ()  # (kind, prompt without identifier tokens), grid row order
-    base_grid: str | None = None  # the base model's samples of the same prompts (relative to reports/)
 
 
 @dataclass(frozen=True)
@@ -71,15 +71,15 @@ class Page:
     overall: dict[str, dict]  # {metric: {'mean','std'}}
     categories: pd.DataFrame  # category_table()
     kinds: pd.DataFrame  # kind_table()
+    # the floor (the base model on the same prompts and seeds) of each table
+    study_floor: Floor
+    overall_floor: tuple[dict[str, dict], dict[str, dict]]  # (base, delta) {metric: stats}
+    categories_floor: Floor
+    kinds_floor: Floor
     plots: list[tuple[str, str]] = field(default_factory=list)  # (caption, path relative to reports/)
     pairs: list[PairSection] = field(default_factory=list)
     warning: str | None = None
     title: str = "dreamsolo study report"
-    # the floor (base model on the same prompts and seeds); None: the study has none
-    study_floor: Floor | None = None
-    overall_floor: tuple[dict[str, dict], dict[str, dict]] | None = None  # (base, delta) {metric: stats}
-    categories_floor: Floor | None = None
-    kinds_floor: Floor | None = None
 
 
 def render(page: Page) -> str:
@@ -94,7 +94,7 @@ def render(page: Page) -> str:
         _study_table(page.study, page.overall, page.study_floor, page.overall_floor),
         f'<p class="note">Reference row: {escape(REFERENCE_LABEL)} — {escape(REFERENCE_NOTE)}. '
         "↑ higher is better, ↓ lower is better.</p>",
-        _floor_note(page.study_floor),
+        _floor_note(),
         '<h2 id="categories">Per-category summary</h2>',
         _table(page.categories, "category", page.categories_floor),
         '<h2 id="kinds">Metrics by prompt kind <span class="tag">all pairs pooled</span></h2>',
@@ -104,8 +104,7 @@ def render(page: Page) -> str:
         '<h2 id="samples">Samples per pair</h2>',
         '<p class="note">Left: the two reference photos (scene, instance). Right: one row per prompt '
         "(prompt kind and prompt without identifier tokens), one column per seed."
-        + (" Under each fine-tuned grid: the base model on the same prompts and seeds." if page.study_floor
-           is not None else "") + "</p>",
+        " Under each fine-tuned grid: the base model on the same prompts and seeds.</p>",
         *[_pair(s, page.warning) for s in page.pairs],
     ]
     body = "\n".join(p for p in parts if p)
@@ -147,18 +146,16 @@ def _banner(warning: str | None) -> str:
             "The tables and plots exercise the pipeline; do not read them as results.</small></div>")
 
 
-def _floor_note(floor: Floor | None) -> str:
-    if floor is None:
-        return ""
+def _floor_note() -> str:
     return (f'<p class="note">{escape(BASE_NOTE)}; '
             '<span class="d better" style="display:inline">green</span>: fine-tuning improved the metric '
             '(in its ↑/↓ direction), <span class="d worse" style="display:inline">red</span>: it got worse.</p>')
 
 
-def _cell(metric: str, text: str, floor: Floor | None, idx) -> str:
-    """A fine-tuned cell, with its Δ vs the base model underneath when the table has a floor."""
+def _cell(metric: str, text: str, floor: Floor, idx) -> str:
+    """A fine-tuned cell, with its Δ vs the base model underneath where the floor has one."""
     cell = escape(str(text))
-    if floor is not None and metric in floor.delta.columns and idx in floor.delta.index:
+    if metric in floor.delta.columns and idx in floor.delta.index:
         value = floor.delta.at[idx, metric]
         d = fmt_delta(value)
         if d:
@@ -166,8 +163,8 @@ def _cell(metric: str, text: str, floor: Floor | None, idx) -> str:
     return f"<td>{cell}</td>"
 
 
-def _base_row(idx, cells: list[str], n_text_cols: int, floor: Floor | None) -> str:
-    if floor is None or idx not in floor.base.index:
+def _base_row(idx, cells: list[str], n_text_cols: int, floor: Floor) -> str:
+    if idx not in floor.base.index:
         return ""
     texts = "".join('<td class="text"></td>' for _ in range(n_text_cols))
     vals = "".join(f"<td>{escape(str(floor.base.at[idx, m])) if m in floor.base.columns else ''}</td>"
@@ -175,29 +172,23 @@ def _base_row(idx, cells: list[str], n_text_cols: int, floor: Floor | None) -> s
     return f'<tr class="base"><td>{escape(BASE_LABEL)}</td>{texts}{vals}</tr>'
 
 
-def _study_table(study: pd.DataFrame, overall: dict[str, dict], floor: Floor | None = None,
-                 overall_floor: tuple[dict[str, dict], dict[str, dict]] | None = None) -> str:
+def _study_table(study: pd.DataFrame, overall: dict[str, dict], floor: Floor,
+                 overall_floor: tuple[dict[str, dict], dict[str, dict]]) -> str:
     cols = [m for m in METRICS if m in study.columns]
     head = "".join(f"<th>{escape(LABELS.get(m, m))}</th>" for m in cols)
-    tuned = ' class="tuned"' if floor is not None else ""
     rows = []
     for pair, row in study.iterrows():
         cells = "".join(_cell(m, row[m], floor, pair) for m in cols)
-        rows.append(f'<tr{tuned}><td>{escape(str(pair))}</td><td class="text">{escape(str(row["category"]))}'
+        rows.append(f'<tr class="tuned"><td>{escape(str(pair))}</td><td class="text">{escape(str(row["category"]))}'
                     f"</td>{cells}</tr>")
         rows.append(_base_row(pair, cols, 1, floor))
+    base, delta = overall_floor
+    one = Floor(pd.DataFrame({m: [fmt(base[m]["mean"], base[m]["std"])] for m in cols}, index=["all"]),
+                pd.DataFrame({m: [delta[m]["mean"]] for m in cols}, index=["all"], dtype=float))
     study_cells = "".join(
-        f"<td>{escape(fmt(overall.get(m, {}).get('mean'), overall.get(m, {}).get('std')))}</td>" for m in cols)
-    if overall_floor is not None:
-        base, delta = overall_floor
-        one = Floor(pd.DataFrame({m: [fmt(base[m]["mean"], base[m]["std"])] for m in cols}, index=["all"]),
-                    pd.DataFrame({m: [delta[m]["mean"]] for m in cols}, index=["all"], dtype=float))
-        study_cells = "".join(
-            _cell(m, fmt(overall.get(m, {}).get("mean"), overall.get(m, {}).get("std")), one, "all") for m in cols)
-        rows.append(f'<tr class="study tuned"><td>study (all pairs)</td><td class="text">all</td>{study_cells}</tr>')
-        rows.append(_base_row("all", cols, 1, one))
-    else:
-        rows.append(f'<tr class="study"><td>study (all pairs)</td><td class="text">all</td>{study_cells}</tr>')
+        _cell(m, fmt(overall.get(m, {}).get("mean"), overall.get(m, {}).get("std")), one, "all") for m in cols)
+    rows.append(f'<tr class="study tuned"><td>study (all pairs)</td><td class="text">all</td>{study_cells}</tr>')
+    rows.append(_base_row("all", cols, 1, one))
     ref = reference_row()
     ref_cells = "".join(f"<td>{escape(ref[m])}</td>" for m in cols)
     rows.append(f'<tr class="ref"><td colspan="2">{escape(REFERENCE_LABEL)} (context)</td>{ref_cells}</tr>')
@@ -205,18 +196,17 @@ def _study_table(study: pd.DataFrame, overall: dict[str, dict], floor: Floor | N
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _table(df: pd.DataFrame, index_name: str, floor: Floor | None = None) -> str:
+def _table(df: pd.DataFrame, index_name: str, floor: Floor) -> str:
     if df.empty:
         return '<p class="note">No data.</p>'
     head = "".join(f'<th class="{"text" if c == "pairs" else ""}">{escape(LABELS.get(str(c), str(c)))}</th>'
                    for c in df.columns)
-    tuned = ' class="tuned"' if floor is not None else ""
     text_cols = [c for c in df.columns if c not in METRICS]
     rows = []
     for idx, row in df.iterrows():
         cells = "".join(f'<td class="text">{escape(str(v))}</td>' if c in text_cols else _cell(str(c), v, floor, idx)
                         for c, v in row.items())
-        rows.append(f"<tr{tuned}><td>{escape(str(idx))}</td>{cells}</tr>")
+        rows.append(f'<tr class="tuned"><td>{escape(str(idx))}</td>{cells}</tr>')
         rows.append(_base_row(idx, [c for c in df.columns if c not in text_cols], len(text_cols), floor))
     return (f'<div class="scroll"><table><thead><tr><th>{escape(index_name)}</th>{head}</tr></thead>'
             f"<tbody>{''.join(rows)}</tbody></table></div>")
@@ -235,9 +225,7 @@ def _pair(section: PairSection, warning: str | None) -> str:
     caption = f"{section.pair}: references and samples per prompt{note}"
     items = "".join(f"<li><b>{escape(k)}</b>: {escape(p)}</li>" for k, p in section.prompts)
     prompts = f"<details><summary>prompts (grid rows)</summary><ol>{items}</ol></details>" if items else ""
-    base = ""
-    if section.base_grid:
-        base = _figure(section.base_grid, f"{section.pair}: the base model (no fine-tuning) on the same prompts "
-                                          f"and seeds{note}", "grid")
+    base = _figure(section.base_grid, f"{section.pair}: the base model (no fine-tuning) on the same prompts "
+                                      f"and seeds{note}", "grid")
     return (f'<h3 id="{anchor}">{escape(section.pair)} <span class="tag">{escape(section.category)}</span></h3>'
             f"{summary}{_figure(section.grid, caption, 'grid')}{base}{prompts}")

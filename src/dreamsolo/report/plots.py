@@ -35,17 +35,15 @@ def _base_handle() -> Line2D:
 
 
 def metric_bars(per_pair: pd.DataFrame, path: Path, warning: str | None = None) -> Path:
-    """One subplot per metric; a bar per pair (coloured by category) with ±std error bars; a black
-    tick per pair at the base model's mean when `per_pair` has <metric>_base_mean columns (the floor)."""
+    """One subplot per metric; a bar per pair (coloured by category) with ±std error bars; a hollow
+    circle per pair at the base model's mean (`per_pair`'s <metric>_base_mean columns: the floor)."""
     fig, axes = _grid(len(METRICS), ncols=4, cell=(3.6, 3.0))
     colors = [CATEGORY_COLORS.get(c, "#8172B3") for c in per_pair["category"]]
     x = range(len(per_pair))
-    has_base = any(f"{m}_base_mean" in per_pair.columns for m in METRICS)
     for ax, m in zip(axes, METRICS):
         ax.bar(x, per_pair[f"{m}_mean"].fillna(0), yerr=per_pair[f"{m}_std"].fillna(0),
                color=colors, capsize=3, error_kw={"elinewidth": 1, "ecolor": "#333"})
-        if f"{m}_base_mean" in per_pair.columns:
-            ax.scatter(list(x), per_pair[f"{m}_base_mean"], **BASE_MARK)
+        ax.scatter(list(x), per_pair[f"{m}_base_mean"], **BASE_MARK)
         if m in REFERENCE:
             ax.axhline(REFERENCE[m], ls="--", lw=1, color="#555")
         ax.set_title(LABELS[m], fontsize=10)
@@ -53,8 +51,7 @@ def metric_bars(per_pair: pd.DataFrame, path: Path, warning: str | None = None) 
         _tidy(ax)
     handles = [Patch(color=c, label=k) for k, c in CATEGORY_COLORS.items()]
     handles.append(Line2D([], [], ls="--", lw=1, color="#555", label="DreamBooth (SD) reference, context"))
-    if has_base:
-        handles.append(_base_handle())
+    handles.append(_base_handle())
     fig.legend(handles=handles, loc="lower right", bbox_to_anchor=(0.98, 0.12), fontsize=9, frameon=False)
     return _save(fig, path, "Per-pair metrics (mean ± std over samples)", warning)
 
@@ -87,10 +84,9 @@ def loss_curves(logs: dict[str, dict[str, pd.DataFrame | None]], path: Path,
     return _save(fig, path, "Training loss per pair (Stage I scene → Stage II instance)", warning)
 
 
-def metric_by_kind(by_kind: pd.DataFrame, path: Path, warning: str | None = None,
-                   base: pd.DataFrame | None = None) -> Path:
-    """One subplot per per-sample metric; a bar per prompt kind (all pairs pooled), ±std; with `base`
-    (the same table for the base model's samples) a black tick at the base mean of each kind."""
+def metric_by_kind(by_kind: pd.DataFrame, base: pd.DataFrame, path: Path, warning: str | None = None) -> Path:
+    """One subplot per per-sample metric; a bar per prompt kind (all pairs pooled), ±std; a hollow circle
+    at the base mean of each kind (`base`: the same table for the base model's samples, the floor)."""
     metrics = [m for m in SAMPLE_METRICS if f"{m}_mean" in by_kind.columns]
     fig, axes = _grid(max(len(metrics), 1), ncols=len(metrics) or 1, cell=(3.2, 3.0))
     for ax, m in zip(axes, metrics):
@@ -98,13 +94,11 @@ def metric_by_kind(by_kind: pd.DataFrame, path: Path, warning: str | None = None
         sub = by_kind[ok]
         ax.bar(range(len(sub)), sub[f"{m}_mean"], yerr=sub[f"{m}_std"].fillna(0), capsize=3,
                color="#8172B3", error_kw={"elinewidth": 1, "ecolor": "#333"})
-        if base is not None and not base.empty and f"{m}_mean" in base.columns:
-            ax.scatter(range(len(sub)), base[f"{m}_mean"].reindex(sub.index), **BASE_MARK)
+        ax.scatter(range(len(sub)), base[f"{m}_mean"].reindex(sub.index), **BASE_MARK)
         ax.set_xticks(range(len(sub)), sub.index, rotation=45, ha="right", fontsize=7)
         ax.set_title(LABELS[m], fontsize=10)
         _tidy(ax)
-    if base is not None and not base.empty:
-        fig.legend(handles=[_base_handle()], loc="outside lower center", fontsize=8, frameon=False)
+    fig.legend(handles=[_base_handle()], loc="outside lower center", fontsize=8, frameon=False)
     return _save(fig, path, "Metrics by prompt kind (all pairs, mean ± std over samples)", warning)
 
 

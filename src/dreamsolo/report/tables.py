@@ -1,6 +1,6 @@
-"""Study tables: read the per-pair metrics written by `evaluate`, shape them, write csv/md/json.
+"""Study tables: read the per-pair results written by `evaluate`, shape them, write csv/md/json.
 
-Inputs (docs/FORMATS.md): reports/pairs/<pair>.json (aggregates) and reports/pairs/<pair>.csv
+Inputs (docs/FORMATS.md): reports/pairs/<pair>.json (read as `PairResult`s) and reports/pairs/<pair>.csv
 (one row per sample). Numbers are copied, never recomputed, where the metrics team already
 aggregated them, so metrics.json, pairs.csv and MLflow show the same values.
 """
@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from dreamsolo.layout import pair_csv, pair_json
+from dreamsolo.layout import check_id, pair_csv, pair_json
+from dreamsolo.metrics.results import PairResult, Scores, Stat
 
 # Study metrics, in table order. Per-sample ones are columns of reports/pairs/<pair>.csv.
 METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene", "div", "pres")
@@ -32,27 +33,30 @@ REFERENCE_NOTE = "context only: multi-image training, other subjects and prompts
 DEFAULT_WARNING = "evaluators not pretrained: numbers are not meaningful"
 
 
-def collect(root: Path, pair_ids: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
-    """Read every pair's JSON and per-sample CSV; return (per_pair numeric, per_sample, pair dicts)."""
-    pair_dicts = [read_pair_json(root, pid) for pid in pair_ids]
-    frames = [read_pair_csv(root, pid) for pid in pair_ids]
-    per_sample = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    return pairs_numeric(pair_dicts), per_sample, pair_dicts
+def read_results(root: Path, pair_ids: list[str]) -> list[PairResult]:
+    """Every pair's reports/pairs/<pair>.json, in the given order."""
+    return [read_pair_json(root, check_id("pair", pid)) for pid in pair_ids]
 
 
-def read_pair_json(root: Path, pair_id: str) -> dict:
+def read_pair_json(root: Path, pair_id: str) -> PairResult:
     path = pair_json(root, pair_id)
+    where = path.relative_to(root.resolve())  # errors name the file as docs/FORMATS.md does
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: missing; run the evaluate stage for pair {pair_id!r}")
-    data = json.loads(path.read_text())
-    if data.get("pair", pair_id) != pair_id:
-        raise ValueError(f"{path}: says pair {data.get('pair')!r}, expected {pair_id!r}")
-    data.setdefault("pair", pair_id)
-    return data
+        raise FileNotFoundError(f"{where}: missing; run the evaluate stage for pair {pair_id!r}")
+    result = PairResult.from_json(json.loads(path.read_text()), where)
+    if result.pair != pair_id:
+        raise ValueError(f"{where}: says pair {result.pair!r}, expected {pair_id!r}")
+    return result
 
 
-def read_pair_csv(root: Path, pair_id: str) -> pd.DataFrame:
-    path = pair_csv(root, pair_id)
+def read_samples(root: Path, results: list[PairResult], base: bool = False) -> pd.DataFrame:
+    """Every pair's per-sample CSV (reports/pairs/ or, with `base`, reports/pairs_base/), concatenated."""
+    frames = [read_pair_csv(root, r.pair, base) for r in results]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def read_pair_csv(root: Path, pair_id: str, base: bool = False) -> pd.DataFrame:
+    path = pair_csv(root, pair_id, base=base)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; run the evaluate stage for pair {pair_id!r}")
     df = pd.read_csv(path)
@@ -61,56 +65,60 @@ def read_pair_csv(root: Path, pair_id: str) -> pd.DataFrame:
     return df
 
 
-def is_pretrained(pair_dicts: list[dict], study_summary: dict) -> bool:
+def is_pretrained(results: list[PairResult], study_summary: dict) -> bool:
     """True only if the study and every pair say their evaluators were pretrained."""
     flags = [bool(study_summary.get("evaluators_pretrained", False))]
-    flags += [bool(d.get("evaluators_pretrained", False)) for d in pair_dicts]
+    flags += [r.evaluators_pretrained for r in results]
     return all(flags)
 
 
-def warning_text(pair_dicts: list[dict], study_summary: dict) -> str | None:
+def warning_text(results: list[PairResult], study_summary: dict) -> str | None:
     """The warning to print everywhere, or None when all evaluators were pretrained."""
-    if is_pretrained(pair_dicts, study_summary):
+    if is_pretrained(results, study_summary):
         return None
-    found = [study_summary.get("warning")] + [d.get("warning") for d in pair_dicts]
+    found = [study_summary.get("warning")] + [r.warning for r in results]
     return next((w for w in found if isinstance(w, str) and w.strip()), DEFAULT_WARNING)
 
 
-def pair_stat(pair: dict, metric: str) -> dict | None:
-    """{'mean','std','n'} of one metric of one pair (div/pres live at the top level), or None."""
-    stat = pair.get(metric) if metric in ("div", "pres") else pair.get("metrics", {}).get(metric)
-    return stat if isinstance(stat, dict) and _num(stat.get("mean")) is not None else None
+def pair_stat(scores: Scores, metric: str) -> Stat | None:
+    """One metric's summary of one model on one pair, or None where it has no finite mean."""
+    stat = scores.stat(metric)
+    return stat if stat is not None and _num(stat.mean) is not None else None
 
 
-def pairs_numeric(pair_dicts: list[dict]) -> pd.DataFrame:
-    """Rows = pairs; columns category, n_samples, <metric>_mean, <metric>_std (NaN when absent)."""
-    rows = []
-    for d in pair_dicts:
-        row: dict[str, Any] = {"pair": d["pair"], "category": d.get("category", ""),
-                               "n_samples": d.get("n_samples")}
+def scores_numeric(rows: list[tuple[str, str, Scores]]) -> pd.DataFrame:
+    """Rows = (pair, category, scores); columns category, n_samples, <metric>_mean, <metric>_std (NaN when absent)."""
+    out = []
+    for pair, category, scores in rows:
+        row: dict[str, Any] = {"pair": pair, "category": category, "n_samples": scores.n_samples}
         for m in METRICS:
-            s = pair_stat(d, m) or {}
-            row[f"{m}_mean"] = _num(s.get("mean"))
-            row[f"{m}_std"] = _num(s.get("std"))
-        rows.append(row)
+            s = pair_stat(scores, m)
+            row[f"{m}_mean"] = None if s is None else _num(s.mean)
+            row[f"{m}_std"] = None if s is None else _num(s.std)
+        out.append(row)
     cols = ["pair", "category", "n_samples"] + [f"{m}_{k}" for m in METRICS for k in ("mean", "std")]
-    return pd.DataFrame(rows, columns=cols).astype({c: float for c in cols[3:]})
+    return pd.DataFrame(out, columns=cols).astype({c: float for c in cols[3:]})
 
 
-def pairs_table(pair_dicts: list[dict]) -> pd.DataFrame:
+def pairs_numeric(results: list[PairResult], base: bool = False) -> pd.DataFrame:
+    """`scores_numeric` of the fine-tuned scores, or with `base` of the floor."""
+    return scores_numeric([(r.pair, r.category, r.base if base else r.tuned) for r in results])
+
+
+def pairs_table(results: list[PairResult]) -> pd.DataFrame:
     """Display table: rows = pairs (index), columns category + 'mean ± std' per metric."""
-    num = pairs_numeric(pair_dicts).set_index("pair")
+    num = pairs_numeric(results).set_index("pair")
     out = pd.DataFrame({"category": num["category"]})
     for m in METRICS:
         out[m] = [fmt(a, b) for a, b in zip(num[f"{m}_mean"], num[f"{m}_std"])]
     return out
 
 
-def category_table(pair_dicts: list[dict], study_summary: dict | None = None) -> pd.DataFrame:
+def category_table(results: list[PairResult], study_summary: dict | None = None) -> pd.DataFrame:
     """Rows = categories: the metrics team's by_category stats where given, else mean ± std of pair means
     (the same definition: every pair weighs the same, the spread is between pairs)."""
     given = (study_summary or {}).get("by_category", {}) or {}
-    num = pairs_numeric(pair_dicts)
+    num = pairs_numeric(results)
     cats = [c for c in CATEGORIES if c in set(num["category"]) | set(given)]
     cats += sorted((set(num["category"]) | set(given)) - set(cats))
     rows = []
@@ -150,10 +158,10 @@ def kind_table(per_sample: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def overall_stats(pair_dicts: list[dict], study_summary: dict) -> dict[str, dict]:
+def overall_stats(results: list[PairResult], study_summary: dict) -> dict[str, dict]:
     """Study-level {metric: {'mean','std'}}: the summary's values, else mean ± std of pair means."""
     given = study_summary.get("overall", {}) or {}
-    num = pairs_numeric(pair_dicts)
+    num = pairs_numeric(results)
     out = {}
     for m in METRICS:
         s = given.get(m)
@@ -165,24 +173,25 @@ def overall_stats(pair_dicts: list[dict], study_summary: dict) -> dict[str, dict
     return out
 
 
-def metrics_json(pair_dicts: list[dict], study_summary: dict) -> dict:
-    """The DVC metrics file: flat-ish, numeric (NaN omitted), plus a warning string when not pretrained."""
-    pretrained = is_pretrained(pair_dicts, study_summary)
-    overall = {m: s["mean"] for m, s in overall_stats(pair_dicts, study_summary).items()}
+def metrics_json(results: list[PairResult], study_summary: dict) -> dict:
+    """The DVC metrics file's fine-tuned part: flat-ish, numeric (NaN omitted), plus a warning string when
+    not pretrained (the floor's `base` and `delta` blocks: floor.metrics_json_blocks)."""
+    pretrained = is_pretrained(results, study_summary)
+    overall = {m: s["mean"] for m, s in overall_stats(results, study_summary).items()}
     pairs = {}
-    for d in pair_dicts:
-        means = {m: _num(s["mean"]) for m in METRICS if (s := pair_stat(d, m))}
-        if _num(d.get("n_samples")) is not None:
-            means["n_samples"] = int(d["n_samples"])
-        pairs[d["pair"]] = means
+    for r in results:
+        means: dict[str, Any] = {m: _num(s.mean) for m in METRICS if (s := pair_stat(r.tuned, m))}
+        means["n_samples"] = r.tuned.n_samples
+        pairs[r.pair] = means
     by_cat = {}
     for cat, stats in (study_summary.get("by_category", {}) or {}).items():
         vals = {m: _num(s.get("mean")) for m, s in stats.items() if isinstance(s, dict)}
         by_cat[cat] = {m: v for m, v in vals.items() if v is not None}
     out: dict[str, Any] = {"overall": overall, "by_category": by_cat, "pairs": pairs,
-                           "evaluators_pretrained": pretrained}
+                           "evaluators_pretrained": pretrained,
+                           "random_metrics": [m for m in METRICS if any(m in r.random_metrics for r in results)]}
     if not pretrained:
-        out["warning"] = warning_text(pair_dicts, study_summary)
+        out["warning"] = warning_text(results, study_summary)
     return out
 
 

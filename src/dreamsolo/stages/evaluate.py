@@ -9,6 +9,7 @@ from pathlib import Path
 from dreamsolo.config import Study
 from dreamsolo.files import atomic_file, write_json
 from dreamsolo.layout import base_dir, pair_csv, pair_json, prepared_dir, samples_dir
+from dreamsolo.metrics.results import PairResult
 
 SOURCE = "_source"  # temporary column: which sample set a row of the joint scoring came from
 
@@ -29,12 +30,12 @@ def read_samples(study: Study, folder: Path, what: str):
     return manifest, images
 
 
-def run(study: Study, pair_id: str | None) -> dict:
+def run(study: Study, pair_id: str | None) -> PairResult:
     import pandas as pd
     from PIL import Image
 
     from dreamsolo import tracking
-    from dreamsolo.metrics.aggregate import floor_summary, pair_summary
+    from dreamsolo.metrics.aggregate import pair_result, scores
     from dreamsolo.metrics.evaluators import load_evaluators
     from dreamsolo.metrics.score import diversity, preservation, score_samples
     from dreamsolo.models.loading import device
@@ -62,8 +63,9 @@ def run(study: Study, pair_id: str | None) -> dict:
         scored_base = scored_all[~tuned_rows].drop(columns=SOURCE).reset_index(drop=True)
         div = diversity(scored, tuned_i, ev, bs)
         div_base = diversity(scored_base, base_i, ev, bs)
-        base = floor_summary(scored_base, div_base, preservation(scored_base), base_model)
-        summary = pair_summary(scored, div, preservation(scored), pair_id, pair.category, ev, base=base)
+        result = pair_result(scores(scored, div, preservation(scored)),
+                             scores(scored_base, div_base, preservation(scored_base)),
+                             pair_id, pair.category, ev, base_model)
         json_path, csv_path, base_csv = (pair_json(study.root, pair_id), pair_csv(study.root, pair_id),
                                          pair_csv(study.root, pair_id, base=True))
         for table, path in ((scored, csv_path), (scored_base, base_csv)):
@@ -71,32 +73,28 @@ def run(study: Study, pair_id: str | None) -> dict:
             table.insert(0, "pair", pair_id)
             with atomic_file(path) as tmp:
                 table.to_csv(tmp, index=False)
-        write_json(json_path, summary)
-        _log(run_, summary, json_path, {"samples_metrics.json": scored, "samples_metrics_base.json": scored_base,
+        write_json(json_path, result.to_json())
+        _log(run_, result, json_path, {"samples_metrics.json": scored, "samples_metrics_base.json": scored_base,
                                         "diversity.json": div, "diversity_base.json": div_base})
-    return summary
+    return result
 
 
-def _log(run, summary: dict, json_path: Path, tables: dict) -> None:
+def _log(run, result: PairResult, json_path: Path, tables: dict) -> None:
     """The pair's numbers in MLflow: per-sample and DIV tables (fine-tuned and base), the JSON, and flat
     metrics (`<m>_mean`, `base_<m>_mean`, `delta_<m>`: the same values as reports/pairs/<pair>.json)."""
     for name, table in tables.items():
         run.table(table, name)
-    run.metrics(pair_metrics(summary))
+    run.metrics(pair_metrics(result))
     run.artifact(json_path)
-    if summary.get("warning"):  # shown at the top of the run page, not only among the tags
-        run.tags({"mlflow.note.content": f"⚠ {summary['warning']}"})
+    if result.warning:  # shown at the top of the run page, not only among the tags
+        run.tags({"mlflow.note.content": f"⚠ {result.warning}", "random_metrics": ",".join(result.random_metrics)})
 
 
-def pair_metrics(summary: dict) -> dict[str, float]:
-    """Flat MLflow metrics of a pair JSON; missing (null) values are left out, never logged as NaN."""
+def pair_metrics(result: PairResult) -> dict[str, float]:
+    """Flat MLflow metrics of a pair result; missing (null) values are left out, never logged as NaN."""
     out = {}
-    for prefix, block in (("", summary), ("base_", summary.get("base") or {})):
-        for m, s in (block.get("metrics") or {}).items():
-            if s.get("n"):
-                out[f"{prefix}{m}_mean"] = s["mean"]
-        for m in ("div", "pres"):
-            if (block.get(m) or {}).get("n"):
-                out[f"{prefix}{m}_mean"] = block[m]["mean"]
-    out.update({f"delta_{m}": v for m, v in (summary.get("delta") or {}).items() if v is not None})
+    for prefix, scores in (("", result.tuned), ("base_", result.base)):
+        stats = {**scores.metrics, "div": scores.div, "pres": scores.pres}
+        out.update({f"{prefix}{m}_mean": s.mean for m, s in stats.items() if s.n})
+    out.update({f"delta_{m}": v for m, v in result.delta.items() if v is not None})
     return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from dreamsolo.config import Study
-from dreamsolo.layout import pair_json
 
 
 def run(study: Study, _item: str | None = None) -> dict:
@@ -14,17 +13,13 @@ def run(study: Study, _item: str | None = None) -> dict:
     from dreamsolo import tracking
     from dreamsolo.metrics.aggregate import study_summary
     from dreamsolo.report import build_report
+    from dreamsolo.report.tables import read_results
 
-    pair_dicts = []
-    for pid in study.pairs:
-        path = pair_json(study.root, pid)
-        if not path.is_file():
-            raise FileNotFoundError(f"report: {path.relative_to(study.root)} is missing (run evaluate@{pid})")
-        pair_dicts.append(json.loads(path.read_text()))
-    summary = study_summary(pair_dicts)
+    results = read_results(study.root, list(study.pairs))  # typed; refuses a pair JSON without the floor
+    summary = study_summary(results)
     params = {"pairs": list(study.pairs), "preset": study.preset_name}
     with tracking.stage_run(study.root, "report", params, warning=summary.get("warning")) as run_:
-        paths = build_report(study.root, list(study.pairs), summary)
+        paths = build_report(study.root, results, summary)
         table = pd.read_csv(paths["pairs_csv"])
         run_.table(table, "pairs_table.json")  # the eight-pair LPIPS / CLIP-T (and every other metric) table
         metrics = json.loads(paths["metrics_json"].read_text())
@@ -32,7 +27,8 @@ def run(study: Study, _item: str | None = None) -> dict:
         for name, path in paths.items():
             run_.artifact(path, artifact_folder(name))
         if summary.get("warning"):  # shown at the top of the run page, not only among the tags
-            run_.tags({"mlflow.note.content": f"⚠ {summary['warning']}"})
+            run_.tags({"mlflow.note.content": f"⚠ {summary['warning']}",
+                       "random_metrics": ",".join(summary["random_metrics"])})
     return summary
 
 
@@ -40,8 +36,8 @@ def report_metrics(metrics: dict) -> dict[str, float]:
     """The report run's MLflow metrics from reports/metrics.json: `<m>` (study mean over pairs),
     `base_<m>` and `delta_<m>` (the floor and the gain over it) - the same numbers, flattened."""
     out = {}
-    for prefix, block in (("", metrics), ("base_", metrics.get("base") or {}), ("delta_", metrics.get("delta") or {})):
-        out.update({f"{prefix}{k}": v for k, v in (block.get("overall") or {}).items()
+    for prefix, block in (("", metrics), ("base_", metrics["base"]), ("delta_", metrics["delta"])):
+        out.update({f"{prefix}{k}": v for k, v in block["overall"].items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return out
 

@@ -12,6 +12,8 @@ from typing import Any
 from dreamsolo.strict import dump_yaml, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
+E2E_PAIRS = ["cat_grass", "cat_brick"]  # the end-to-end study: they share the class `cat` (one priors stage)
+E2E_CLASSES = ["cat", "grass", "brick"]
 COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools"]
 
 # Few steps and images: the tests check plumbing and bookkeeping, not image quality.

@@ -52,7 +52,7 @@ def losses(study, inp, cached_path: bool) -> list[float]:
     from dreamsolo.models.loading import load_pipeline
     from dreamsolo.training.inputs import cache_inputs, make_batch
     from dreamsolo.training.loss import Groups, dreambooth_loss
-    from dreamsolo.training.setup import make_optimizer, prepare_model
+    from dreamsolo.training.trainable import make_optimizer, prepare_model
 
     cfg = study.train(PAIR, "train_scene")
     dev = torch.device("cpu")

@@ -10,11 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studykit import artifact_paths, current_runs, edit_params, load_table, make_study, mlflow_client, run
+from studykit import E2E_CLASSES, E2E_PAIRS, artifact_paths, current_runs, edit_params, load_table, mlflow_client, run
 
 pytestmark = pytest.mark.e2e
-PAIRS = ["cat_grass", "cat_brick"]  # share the class `cat`: one priors stage serves both
-CLASSES = ["cat", "grass", "brick"]
+PAIRS, CLASSES = E2E_PAIRS, E2E_CLASSES
 
 
 def ran(stdout: str) -> set[str]:
@@ -26,10 +25,8 @@ def per_pair(*stages: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> tuple[Path, str]:
-    root = make_study(tmp_path_factory.mktemp("e2e") / "study", PAIRS, git=True)
-    out = run(["dvc", "repro"], root)
-    return root, out.stdout
+def study(e2e_study) -> tuple[Path, str]:
+    return e2e_study  # conftest.py: one `dvc repro` of the two-pair study, shared with test_e2e_status.py
 
 
 def test_repro_runs_every_stage_once(study):
@@ -77,34 +74,6 @@ def test_second_repro_runs_nothing(study):
     out = run(["dvc", "repro"], root)
     assert ran(out.stdout) == set()
     assert "up to date" in run(["dvc", "status"], root).stdout
-
-
-def status_after(root: Path, edits: dict) -> set[str]:
-    """Stages `dvc status` reports as directly changed by `edits` (params restored afterwards)."""
-    original = (root / "params.yaml").read_text()
-    try:
-        edit_params(root, edits)
-        return set(json.loads(run(["dvc", "status", "--json"], root).stdout))
-    finally:
-        (root / "params.yaml").write_text(original)
-
-
-def test_status_is_exact_per_setting(study):
-    root, _ = study
-    assert status_after(root, {"sample.guidance_scale": 5.0}) == per_pair("sample", "sample_base")
-    assert status_after(root, {"sample.num_images": 3}) == per_pair("sample", "sample_base")
-    assert status_after(root, {"train_instance.defaults.lr": 1e-5}) == per_pair("train_instance")
-    assert status_after(root, {"pairs.cat_grass.train_instance": {"lr": 1e-5}}) == {
-        "train_instance@cat_grass", "report"}
-    assert status_after(root, {"train_scene.defaults.steps": 300}) == per_pair("train_scene")
-    # another category's defaults do not touch these two animal pairs
-    assert status_after(root, {"train_instance.by_category.human": {"lr": 3e-6}}) == set()
-    assert status_after(root, {"evaluate.batch_size": 8}) == per_pair("evaluate")
-    # the preset's step caps: only the stages they cap (not `base`: the model does not depend on them)
-    assert status_after(root, {"presets.tiny.train_steps": 3}) == per_pair("train_scene", "train_instance")
-    # the preset's denoising-step cap: every sampling stage, no training stage
-    assert status_after(root, {"presets.tiny.sample_steps": 2}) == (
-        per_pair("sample", "sample_base") | {f"generate_priors@{c}" for c in CLASSES})
 
 
 def test_sampling_change_reruns_only_sample_evaluate_report(study):

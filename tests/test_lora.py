@@ -71,7 +71,7 @@ def test_lora_training_changes_only_adapter_weights(lora_study):
     from dreamsolo.layout import base_dir
     from dreamsolo.models.loading import load_pipeline
     from dreamsolo.training.loss import Groups, dreambooth_loss
-    from dreamsolo.training.setup import make_optimizer, prepare_model
+    from dreamsolo.training.trainable import make_optimizer, prepare_model
 
     study, _ = lora_study
     cfg = study.train(PAIR, "train_scene")
@@ -104,7 +104,7 @@ def test_stage_two_starts_from_stage_one(lora_study):
 
     from dreamsolo.layout import model_dir
     from dreamsolo.models.loading import load_pipeline
-    from dreamsolo.training.setup import prepare_model
+    from dreamsolo.training.trainable import prepare_model
 
     study, _ = lora_study
     stage1 = load_pipeline(model_dir(study.root, PAIR, "train_scene"))

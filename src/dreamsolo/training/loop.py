@@ -25,7 +25,7 @@ from dreamsolo.files import atomic_dir
 from dreamsolo.training import checkpoint
 from dreamsolo.training.inputs import Cached, StageInputs, cache_inputs, make_batch
 from dreamsolo.training.loss import Groups, dreambooth_loss
-from dreamsolo.training.setup import (autocast, check_device, grad_scaler, make_optimizer, prepare_model,
+from dreamsolo.training.trainable import (autocast, check_device, grad_scaler, make_optimizer, prepare_model,
                                       save_trained)
 
 LogFn = Callable[[int, dict[str, float]], None]

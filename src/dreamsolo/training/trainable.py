@@ -1,4 +1,5 @@
-"""What a training stage trains and how: full or LoRA, precision, optimizer, and what it saves."""
+"""What a training stage trains and how: full or LoRA, precision, optimizer, and what it saves (the
+`setup` of training.loop builds a session from these)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,71 @@
+"""`dvc status` on the end-to-end study: a params key or a code file marks exactly the stages that read it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from studykit import E2E_CLASSES as CLASSES, E2E_PAIRS as PAIRS, edit_params, run
+
+pytestmark = pytest.mark.e2e
+
+
+def per_pair(*stages: str) -> set[str]:
+    return {f"{s}@{p}" for s in stages for p in PAIRS}
+
+
+def status_after(root: Path, edits: dict) -> set[str]:
+    """Stages `dvc status` reports as directly changed by `edits` (params restored afterwards)."""
+    original = (root / "params.yaml").read_text()
+    try:
+        edit_params(root, edits)
+        return set(json.loads(run(["dvc", "status", "--json"], root).stdout))
+    finally:
+        (root / "params.yaml").write_text(original)
+
+
+def test_status_is_exact_per_setting(e2e_study):
+    root, _ = e2e_study
+    assert status_after(root, {"sample.guidance_scale": 5.0}) == per_pair("sample", "sample_base")
+    assert status_after(root, {"sample.num_images": 3}) == per_pair("sample", "sample_base")
+    assert status_after(root, {"train_instance.defaults.lr": 1e-5}) == per_pair("train_instance")
+    assert status_after(root, {"pairs.cat_grass.train_instance": {"lr": 1e-5}}) == {
+        "train_instance@cat_grass", "report"}
+    assert status_after(root, {"train_scene.defaults.steps": 300}) == per_pair("train_scene")
+    # another category's defaults do not touch these two animal pairs
+    assert status_after(root, {"train_instance.by_category.human": {"lr": 3e-6}}) == set()
+    assert status_after(root, {"evaluate.batch_size": 8}) == per_pair("evaluate")
+    # the preset's step caps: only the stages they cap (not `base`: the model does not depend on them)
+    assert status_after(root, {"presets.tiny.train_steps": 3}) == per_pair("train_scene", "train_instance")
+    # the preset's denoising-step cap: every sampling stage, no training stage
+    assert status_after(root, {"presets.tiny.sample_steps": 2}) == (
+        per_pair("sample", "sample_base") | {f"generate_priors@{c}" for c in CLASSES})
+
+
+def status_after_code_edit(root: Path, rel: str) -> set[str]:
+    """Stages `dvc status` reports after a harmless edit of one project file (restored afterwards)."""
+    path = root / rel
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        return set(json.loads(run(["dvc", "status", "--json"], root).stdout))
+    finally:
+        path.write_text(original)
+
+
+def test_status_is_exact_per_code_file(e2e_study):
+    """A code change reruns what imports the file, and nothing else (dvc.yaml code deps = import closures)."""
+    root, _ = e2e_study
+    priors = {f"generate_priors@{c}" for c in CLASSES}
+    # encode_latents lives here: the training stages (cached latents) and every sampling stage import it
+    assert status_after_code_edit(root, "src/dreamsolo/sampling.py") == (
+        priors | per_pair("train_scene", "train_instance", "sample", "sample_base"))
+    assert status_after_code_edit(root, "src/dreamsolo/training/loss.py") == per_pair("train_scene", "train_instance")
+    assert status_after_code_edit(root, "src/dreamsolo/report/html.py") == {"report"}
+    assert status_after_code_edit(root, "src/dreamsolo/metrics/clip.py") == per_pair("evaluate")
+    assert status_after_code_edit(root, "src/dreamsolo/cli.py") == set()  # the ad-hoc CLI: no stage runs it
+    every_stage = set(yaml.safe_load((root / "dvc.lock").read_text())["stages"])
+    assert status_after_code_edit(root, "src/dreamsolo/layout.py") == every_stage  # every stage builds paths

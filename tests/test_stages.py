@@ -92,6 +92,12 @@ def test_train_scene(study, ran):
 def test_train_instance_starts_from_stage_one_with_replay(study, ran):
     summary = ran["train_instance"]
     assert summary["init"].endswith(f"models/{PAIR}/scene")
+    # the out holds no machine path and no timing: the same inputs write the same bytes in any checkout
+    out = study.root / "models" / PAIR / "instance"
+    meta = json.loads((out / "train_meta.json").read_text())
+    assert meta["init"] == "../scene" and not {"seconds", "s_per_step", "resumed_from"} & set(meta)
+    names = [json.loads(p.read_text()).get("_name_or_path") for p in out.rglob("*.json")]
+    assert "../../scene/unet" in names and not any(str(study.root) in str(n) for n in names)
     assert summary["settings"]["lr"] == 1e-6  # the human category default
     rows = list(csv.DictReader(open(study.root / "models" / PAIR / "instance/train_log.csv")))
     assert all(float(r["loss_replay"]) > 0 for r in rows), "scene replay is on by default"

@@ -30,6 +30,19 @@ def write_model_info(folder: Path, method: str, base: Path | None, final: Path) 
     (folder / MODEL_INFO).write_text(json.dumps({"method": method, "base": rel}, indent=2) + "\n")
 
 
+def relative_names(folder: Path, final: Path) -> None:
+    """diffusers and transformers record the absolute folder a model was loaded from as `_name_or_path` in
+    every config they save; make those relative to the saved folder's final place, so a model's bytes
+    do not depend on where the study is checked out (a hub id stays as it is)."""
+    for path in sorted(folder.rglob("*.json")):
+        data = json.loads(path.read_text())
+        name = data.get("_name_or_path") if isinstance(data, dict) else None
+        if isinstance(name, str) and os.path.isabs(name):
+            where = final / path.parent.relative_to(folder)
+            data["_name_or_path"] = os.path.relpath(name, where)
+            path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def lora_base(folder: Path) -> Path:
     return (folder / read_info(folder)["base"]).resolve()
 

@@ -13,7 +13,7 @@ import torch
 
 from dreamsolo.config import Preset
 from dreamsolo.files import file_digest
-from dreamsolo.models.loading import quiet
+from dreamsolo.models.loading import quiet, relative_names
 
 SINGLE_FILE = (".safetensors", ".ckpt")
 
@@ -128,6 +128,7 @@ def materialise_base(preset: Preset, dest: Path, root: Path, where: str = "prese
                                                            use_safetensors=True, **common)
         info["resolved_revision"] = pipe.config.get("_commit_hash") or _hub_commit(preset)
     pipe.save_pretrained(dest, safe_serialization=True)
+    relative_names(dest, dest)  # a local folder's absolute path: not part of the model
     return info
 
 

@@ -60,7 +60,7 @@ def run(study: Study, pair_id: str | None, stage: TrainStage) -> dict:
     with tracking.stage_run(study.root, stage, params, pair=pair_id) as run_:
         summary = train_stage(inp, cfg, log=lambda step, m: run_.metrics(m, step=step),
                               desc=f"{SUBDIR[stage]} {pair_id}")
-        run_.metrics({"seconds": summary["seconds"], "s_per_step": summary["s_per_step"]})
+        run_.metrics({k: summary[k] for k in ("seconds", "s_per_step", "resumed_from")})
         with atomic_file(train_log(study.root, pair_id, stage)) as tmp:  # `dvc plots show` draws the losses
             shutil.copyfile(inp.out_dir / "train_log.csv", tmp)
         run_.artifact(inp.out_dir / "train_log.csv")

@@ -9,6 +9,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import shutil
 import signal
 import time
@@ -30,6 +31,9 @@ from dreamsolo.training.trainable import (autocast, check_device, grad_scaler, m
 
 LogFn = Callable[[int, dict[str, float]], None]
 FIELDS = ["step", "loss", "loss_instance", "loss_prior", "loss_replay", "lr"]
+# Summary keys that describe this run, not its result: returned and logged to MLflow, kept out of the
+# DVC out (train_meta.json), so the same inputs always write the same bytes wherever and however it ran.
+RUN_ONLY = ("seconds", "s_per_step", "resumed_from")
 
 
 class TrainingDiverged(UserError, RuntimeError):
@@ -191,7 +195,9 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
     with atomic_dir(inp.out_dir) as tmp:
         save_trained(s.pipe, cfg, inp.init_dir, tmp, inp.out_dir)
         _write_log(tmp / "train_log.csv", history)
-        (tmp / "train_meta.json").write_text(json.dumps(summary, indent=2) + "\n")
+        record = {k: v for k, v in summary.items() if k not in RUN_ONLY}
+        record["init"] = os.path.relpath(inp.init_dir, inp.out_dir)  # as dreamsolo_model.json: no machine path
+        (tmp / "train_meta.json").write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(inp.ckpt_dir, ignore_errors=True)  # finished: the stage's outs hold the result
     return summary
 

@@ -78,10 +78,11 @@ def grad_scaler(cfg: Train, dev: torch.device) -> torch.amp.GradScaler:
 
 def save_trained(pipe, cfg: Train, init_dir: Path, tmp: Path, final: Path) -> None:
     """Full: a whole pipeline folder. LoRA: the adapter (over Stage I's adapter, concatenated) + its base."""
-    from dreamsolo.models.loading import lora_base, read_info, write_model_info
+    from dreamsolo.models.loading import lora_base, read_info, relative_names, write_model_info
 
     if cfg.method == "full":
         pipe.save_pretrained(tmp, safe_serialization=True)
+        relative_names(tmp, final)
         write_model_info(tmp, "full", None, final)
         return
     layers = {"unet": adapters.lora_state(pipe.unet, cfg)}

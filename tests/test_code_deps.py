@@ -64,3 +64,15 @@ def test_type_checking_imports_do_not_count(code_deps, tmp_path):
                      "def f():\n    import dreamsolo.sampling\n")
     found = code_deps._imported(tree, "dreamsolo.x")
     assert "dreamsolo.sampling" in found and "dreamsolo.report" not in found
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO / "stages").glob("*.py")))
+def test_stage_scripts_import_no_torch_before_the_warm_handoff(script):
+    """What a stage script imports before `stage_main` hands it to the warm server is paid in every client
+    process (~2 s and ~600 MB for torch): it must stay light; the stage's heavy imports happen in the fork."""
+    import subprocess
+
+    top = (REPO / "stages" / script).read_text().split("if __name__")[0]
+    code = f"import sys\nexec({top!r})\nprint(sorted({{'torch', 'diffusers', 'pandas'}} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

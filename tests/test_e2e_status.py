@@ -29,7 +29,8 @@ def status_after(root: Path, edits: dict) -> set[str]:
 
 def test_status_is_exact_per_setting(e2e_study):
     root, _ = e2e_study
-    assert status_after(root, {"sample.guidance_scale": 5.0}) == per_pair("sample", "sample_base")
+    # (test_e2e.py has already reproduced the study with guidance 5.0: another value)
+    assert status_after(root, {"sample.guidance_scale": 4.0}) == per_pair("sample", "sample_base")
     assert status_after(root, {"sample.num_images": 3}) == per_pair("sample", "sample_base")
     assert status_after(root, {"train_instance.defaults.lr": 1e-5}) == per_pair("train_instance")
     assert status_after(root, {"pairs.cat_grass.train_instance": {"lr": 1e-5}}) == {

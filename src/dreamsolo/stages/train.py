@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from typing import TYPE_CHECKING
 
 from dreamsolo.config import Study
 from dreamsolo.files import atomic_file
 from dreamsolo.layout import (SUBDIR, TrainStage, base_dir, checkpoint_dir, is_model, model_dir, prepared_dir,
                               priors_dir, train_log)
 from dreamsolo.prompts import class_prompt, instance_prompt, scene_prompt
-from dreamsolo.training.inputs import StageInputs
+
+if TYPE_CHECKING:  # the stage script imports this module before the warm hand-off: no torch at import time
+    from dreamsolo.training.inputs import StageInputs
 
 
 def stage_inputs(study: Study, pair_id: str, stage: TrainStage) -> StageInputs:
     """Which weights the stage starts from, which photo and prompts it learns, where it writes."""
+    from dreamsolo.training.inputs import StageInputs
+
     root, pair = study.root, study.pair(pair_id)
     prepared = prepared_dir(root, pair_id)
     scene_noun, inst_noun = study.class_noun(pair.scene_class), study.class_noun(pair.instance_class)

@@ -103,21 +103,22 @@ PROMPTS = ("a photo of sks cat", "a photo of a cat")
 
 
 def binding(model: Path, instance: Image.Image, out: Path, steps: int, lr: float, seeds: list[int],
-            priors: Path) -> dict:
+            priors: Path, train_text_encoder: bool = False) -> dict:
     from dreamsolo.config import Train
     from dreamsolo.models.loading import load_pipeline
     from dreamsolo.sampling import use_fast_sampler
     from dreamsolo.training.loop import StageInputs, train_stage
 
-    tag = f"s{steps}_lr{lr:g}"
+    tag = f"s{steps}_lr{lr:g}" + ("_te" if train_text_encoder else "")
     inp = StageInputs(init_dir=model, out_dir=out / tag, ckpt_dir=out / f"{tag}.ckpt", image=out / "instance.png",
                       prompt="a photo of sks cat", prior_latents=priors, prior_prompt="a photo of a cat")
     cfg = Train(steps=steps, lr=lr, warmup_steps=min(5, steps), batch_size=1, prior_weight=1.0,
-                checkpoint_every=10 ** 6)
+                checkpoint_every=10 ** 6, train_text_encoder=train_text_encoder)
     summary = train_stage(inp, cfg, desc=f"binding {tag}")
     tuned = load_pipeline(out / tag)
     use_fast_sampler(tuned)
-    res = {"steps": steps, "lr": lr, "train_s": summary["seconds"], "final_loss": summary["final"]}
+    res = {"steps": steps, "lr": lr, "train_text_encoder": train_text_encoder, "train_s": summary["seconds"],
+           "final_loss": summary["final"]}
     for prompt in PROMPTS:
         res[f"tuned: {prompt}"] = distances(sample(tuned, [prompt] * len(seeds), seeds), instance)
     return res
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/toy_probe"))
     ap.add_argument("--steps", default="30,100")
     ap.add_argument("--lrs", default="1e-4,3e-4")
+    ap.add_argument("--train-text-encoder", action="store_true", help="fine-tune the text encoder too")
     ap.add_argument("--seeds", type=int, default=8, help="samples per prompt in the binding check (seeds 0..n-1)")
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -148,7 +150,7 @@ def main() -> None:
     seeds = list(range(a.seeds))
     report["base"] = {f"base: {p}": distances(sample(pipe, [p] * len(seeds), seeds), instance) for p in PROMPTS}
     print(json.dumps(report["base"]))
-    report["binding"] = [binding(a.model, instance, a.out, int(s), float(lr), seeds, priors)
+    report["binding"] = [binding(a.model, instance, a.out, int(s), float(lr), seeds, priors, a.train_text_encoder)
                          for s in a.steps.split(",") for lr in a.lrs.split(",")]
     (a.out / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
     for b in report["binding"]:

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from dreamsolo.metrics import NOT_PRETRAINED_WARNING
 from dreamsolo.metrics.results import PairResult, Scores, Stat
 from dreamsolo.report import build_report, html, tables
 
@@ -197,7 +198,7 @@ def test_metrics_json_pretrained_has_no_warning():
     assert tables.pairs_table([pair]).loc["a", "dino"] == "–"
     # One unpretrained pair is enough to warn, even if the summary says otherwise.
     data = tables.metrics_json([dataclasses.replace(pair, evaluators_pretrained=False)], summary)
-    assert data["warning"] == tables.DEFAULT_WARNING
+    assert data["warning"] == NOT_PRETRAINED_WARNING
 
 
 def test_report_md_has_references_warning_and_links(study):

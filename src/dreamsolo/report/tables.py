@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from dreamsolo.layout import check_id, pair_csv, pair_json
+from dreamsolo.metrics import NOT_PRETRAINED_WARNING
 from dreamsolo.metrics.results import PairResult, Scores, Stat
 
 # Study metrics, in table order. Per-sample ones are columns of reports/pairs/<pair>.csv.
@@ -30,7 +31,6 @@ CATEGORIES = ("object", "animal", "human")
 REFERENCE = {"clip_t": 0.305, "clip_i": 0.803, "dino": 0.668}
 REFERENCE_LABEL = "DreamBooth (Stable Diffusion), multi-image, DreamBench"
 REFERENCE_NOTE = "context only: multi-image training, other subjects and prompts; not comparable 1:1"
-DEFAULT_WARNING = "evaluators not pretrained: numbers are not meaningful"
 
 
 def read_results(root: Path, pair_ids: list[str]) -> list[PairResult]:
@@ -77,7 +77,7 @@ def warning_text(results: list[PairResult], study_summary: dict) -> str | None:
     if is_pretrained(results, study_summary):
         return None
     found = [study_summary.get("warning")] + [r.warning for r in results]
-    return next((w for w in found if isinstance(w, str) and w.strip()), DEFAULT_WARNING)
+    return next((w for w in found if isinstance(w, str) and w.strip()), NOT_PRETRAINED_WARNING)
 
 
 def pair_stat(scores: Scores, metric: str) -> Stat | None:

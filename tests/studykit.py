@@ -14,10 +14,12 @@ from dreamsolo.strict import dump_yaml, read_yaml
 REPO = Path(__file__).resolve().parents[1]
 E2E_PAIRS = ["cat_grass", "cat_brick"]  # the end-to-end study: they share the class `cat` (one priors stage)
 E2E_CLASSES = ["cat", "grass", "brick"]
-COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools"]
+COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools", "data/base"]
 
-# Few steps and images: the tests check plumbing and bookkeeping, not image quality.
+# Few steps and images on the random `tiny` preset: these tests check plumbing and bookkeeping, not
+# image quality (the method itself is tested on `toy`: tests/test_method.py).
 FAST: dict[str, Any] = {
+    "model.preset": "tiny",
     "presets.tiny.train_steps": 4,
     "priors.num_images": 2,
     "priors.steps": 3,
@@ -58,13 +60,24 @@ def edit_params(root: Path, edits: dict[str, Any]) -> None:
     path.write_text(dump_yaml(params))
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """Weight files hard-linked where possible (no test writes them); everything else copied."""
+    if src.endswith(".safetensors"):
+        with contextlib.suppress(OSError):
+            os.link(src, dst)
+            return
+    shutil.copy2(src, dst)
+
+
 def make_study(dest: Path, pairs: list[str], edits: dict[str, Any] | None = None, git: bool = False) -> Path:
     """A study root with only `pairs` (their folders and params entries) and the FAST settings."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in COPY:
         src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "out"))
+        if src.is_dir():  # data/base's weights (tens of MB, never written by a test): hard links where
+            # possible; the rest is copied, as tests edit code, params and files in their copy
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "out"),
+                            copy_function=_link_or_copy if name == "data/base" else shutil.copy2)
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)

@@ -41,6 +41,10 @@ def test_status_is_exact_per_setting(e2e_study):
     assert status_after(root, {"evaluate.batch_size": 8}) == per_pair("evaluate")
     # the preset's step caps: only the stages they cap (not `base`: the model does not depend on them)
     assert status_after(root, {"presets.tiny.train_steps": 3}) == per_pair("train_scene", "train_instance")
+    # the preset's own training layer: that stage only; another preset's layer: nothing
+    assert status_after(root, {"presets.tiny.train_instance": {"lr": 1e-5}}) == per_pair("train_instance")
+    assert status_after(root, {"presets.tiny.train_scene": {"steps": 3}}) == per_pair("train_scene")
+    assert status_after(root, {"presets.toy.train_instance": {"lr": 1e-5}}) == set()
     # the preset's denoising-step cap: every sampling stage, no training stage
     assert status_after(root, {"presets.tiny.sample_steps": 2}) == (
         per_pair("sample", "sample_base") | {f"generate_priors@{c}" for c in CLASSES})
@@ -68,5 +72,7 @@ def test_status_is_exact_per_code_file(e2e_study):
     assert status_after_code_edit(root, "src/dreamsolo/report/html.py") == {"report"}
     assert status_after_code_edit(root, "src/dreamsolo/metrics/clip.py") == per_pair("evaluate")
     assert status_after_code_edit(root, "src/dreamsolo/cli.py") == set()  # the ad-hoc CLI: no stage runs it
+    # the shipped base models: `base` reads the folder (on tiny it rebuilds the same bytes, so nothing after reruns)
+    assert status_after_code_edit(root, "data/base/toy/LICENSE.md") == {"base"}
     every_stage = set(yaml.safe_load((root / "dvc.lock").read_text())["stages"])
     assert status_after_code_edit(root, "src/dreamsolo/layout.py") == every_stage  # every stage builds paths

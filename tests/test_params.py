@@ -22,12 +22,12 @@ DELETE = object()
 
 
 def study_with(tmp_path: Path, edits: dict[str, Any], pairs: list[str] | None = None) -> Path:
-    """A copy of params.yaml (optionally only some pairs), edited; returns the study root."""
+    """A copy of params.yaml (optionally only some pairs) on the `tiny` preset, edited; returns the root."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     if pairs is not None:
         params["pairs"] = {p: params["pairs"][p] for p in pairs}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    edit_params(tmp_path, {k: v for k, v in edits.items() if v is not DELETE})
+    edit_params(tmp_path, {"model.preset": "tiny", **{k: v for k, v in edits.items() if v is not DELETE}})
     for dotted in (k for k, v in edits.items() if v is DELETE):
         params = yaml.safe_load((tmp_path / "params.yaml").read_text())
         *parents, last = dotted.split(".")
@@ -269,3 +269,26 @@ def test_bad_param_through_the_stage_script(tmp_path):
 def test_load_study_checks_shapes(tmp_path, edits, start):
     msg = error_of(tmp_path, edits, exc=Exception)
     assert msg.startswith(start), msg
+
+
+def test_the_preset_layer_sits_between_the_category_and_the_pair(tmp_path):
+    """presets.<name>.train_<stage> overrides train_<stage>.by_category, and the pair overrides the preset."""
+    study = load_study(study_with(tmp_path, {
+        "model.preset": "toy", "train_instance.by_category.animal": {"lr": 1e-6, "steps": 50},
+        "presets.toy.train_instance": {"lr": 3e-4, "train_text_encoder": True},
+        "pairs.cat_brick.train_instance": {"lr": 1e-5}}))
+    grass, brick = study.train("cat_grass", "train_instance"), study.train("cat_brick", "train_instance")
+    assert (grass.lr, grass.steps, grass.train_text_encoder) == (3e-4, 50, True)
+    assert (brick.lr, brick.steps, brick.train_text_encoder) == (1e-5, 50, True)
+    tiny = load_study(study_with(tmp_path, {"presets.toy.train_instance": {"lr": 3e-4}}))  # another preset's layer
+    assert tiny.train("cat_grass", "train_instance").lr != 3e-4
+
+
+@pytest.mark.parametrize("edits, start", [
+    ({"model.preset": "toy", "presets.toy.train_scene": {"lrr": 1}}, "presets.toy.train_scene.lrr: unknown key"),
+    ({"model.preset": "toy", "presets.toy.train_scene": {"replay_weight": 0.5}},
+     "presets.toy.train_scene.replay_weight: scene replay only exists in train_instance"),
+    ({"model.preset": "toy", "presets.toy.train_instance": {"lr": -1}}, "presets.toy.train_instance.lr: must be > 0"),
+])
+def test_a_bad_preset_training_setting_names_the_preset(tmp_path, edits, start):
+    assert error_of(tmp_path, edits).startswith(start)

@@ -58,6 +58,8 @@ def _fabricate_samples(root: Path, pair: str, category: str, rng: np.random.Gene
     for m in tables.SAMPLE_METRICS:
         per_sample[m] = rng.uniform(0.1, 0.9, len(per_sample))
     per_sample.loc[per_sample["kind"].str.startswith("class"), ["clip_i", "dino"]] = np.nan
+    if not base:  # the fine-tuned table's LPIPS to the base sample of the same prompt and seed
+        per_sample["lpips_base"] = rng.uniform(0.0, 0.5, len(per_sample))
     (root / "reports" / report).mkdir(parents=True, exist_ok=True)
     per_sample.to_csv(root / "reports" / report / f"{pair}.csv", index=False)
     return Scores(
@@ -132,7 +134,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[st
 
 def test_every_declared_output_is_written(study):
     root, _, out = study
-    expected = {"pairs_csv", "pairs_md", "report_md", "metrics_json", "index_html",
+    expected = {"pairs_csv", "pairs_md", "report_md", "metrics_json", "checks_json", "index_html",
                 "plot_metrics", "plot_loss", "plot_kinds", *(f"grid_{p}" for p in PAIRS),
                 *(f"gridbase_{p}" for p in PAIRS), "compare_clip_t", "compare_lpips_instance", "compare_lpips_scene"}
     assert set(out) == expected
@@ -293,3 +295,24 @@ def test_check_page_flags_a_broken_image(tmp_path):
     proc = subprocess.run([sys.executable, str(CHECK_PAGE), str(page)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "image did not load: plots/missing.png" in proc.stderr
+
+
+def test_method_checks_match_the_per_sample_tables(study):
+    """reports/checks.json is computed from the per-sample CSVs (paired by seed), and report.md and
+    index.html show those same numbers."""
+    import json
+
+    from dreamsolo.metrics.method import pair_checks
+
+    root, _, out = study
+    checks = json.loads(out["checks_json"].read_text())
+    md, page = out["report_md"].read_text(), out["index_html"].read_text()
+    for pair in PAIRS:
+        tuned, base = (pd.read_csv(root / "reports" / d / f"{pair}.csv") for d in ("pairs", "pairs_base"))
+        assert checks["pairs"][pair] == json.loads(json.dumps(pair_checks(tuned, base)))
+        d = checks["pairs"][pair]["binding"]["delta"]
+        cell = f"{d['mean']:+.3f} ± {d['std']:.3f}"
+        assert cell in md and cell in page
+    results = tables.read_results(root, list(PAIRS))
+    assert checks["lpips_random"] == any("lpips_instance" in r.random_metrics for r in results)
+    assert ("LPIPS is randomly initialised in this run: these checks are not meaningful" in md) == checks["lpips_random"]

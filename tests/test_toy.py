@@ -37,10 +37,11 @@ def test_pretrain_resumes_and_loads(tmp_path):
     from dreamsolo.models.toy import Plan, pretrain_toy
 
     torch.set_num_threads(1)
-    plan = Plan(images=24, vae_steps=2, unet_steps=2, vae_batch=2, unet_batch=2, decoder_steps=2)
+    plan = Plan(images=24, vae_steps=2, unet_steps=2, vae_batch=2, unet_batch=2, decoder_steps=2, text_steps=2,
+                text_batch=2)
     info = pretrain_toy(tmp_path / "toy", tmp_path / "ckpt", plan)
     again = pretrain_toy(tmp_path / "toy2", tmp_path / "ckpt", plan)  # everything done: resumes, trains nothing
-    assert info["unet"]["steps"] == again["unet"]["steps"] == 2
+    assert info["unet"]["steps"] == again["unet"]["steps"] == info["text"]["steps"] == 2
     pipe = load_pipeline(tmp_path / "toy2")
     assert pipe.unet.config.in_channels == pipe.vae.config.latent_channels == 16
     assert pipe.vae.config.scaling_factor == pytest.approx(info["scaling_factor"])

@@ -119,7 +119,7 @@ def load_study(root: Path, params_file: str = "params.yaml") -> Study:
     name, preset = _preset(raw)
     classes, pairs = _classes_and_pairs(raw)
     # every pair's training settings, merged once: a bad train key fails now, not halfway through the study
-    trains = {(pid, stage): merge_train(raw, pid, pair, stage, preset.train_steps)
+    trains = {(pid, stage): merge_train(raw, pid, pair, stage, (name, preset))
               for pid, pair in pairs.items() for stage in STAGE_KEYS}
     return Study(
         root=root, preset_name=name, preset=preset,

@@ -24,6 +24,9 @@ class Preset:
     train_steps: int | None = None
     sample_steps: int | None = None  # caps priors.steps and sample.steps (denoising steps)
     config: str | None = None  # single-file sources: diffusers folder or hub id giving the architecture
+    # the preset's own training settings (a toy model wants 100x SD's lr): over by_category, under the pair
+    train_scene: dict = field(default_factory=dict)
+    train_instance: dict = field(default_factory=dict)
 
     def validate(self, where: str) -> None:
         positive(where, resolution=self.resolution, train_steps=self.train_steps, sample_steps=self.sample_steps)

@@ -1,5 +1,5 @@
-"""The training stages' settings: `train` <- `train_<stage>.defaults` <- `by_category` <- the pair,
-merged once per (pair, stage) when the params load."""
+"""The training stages' settings: `train` <- `train_<stage>.defaults` <- `by_category` <- the preset's
+`train_<stage>` <- the pair, merged once per (pair, stage) when the params load."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from dreamsolo.config.sections import CATEGORIES, Dtype, Pair
+from dreamsolo.config.sections import CATEGORIES, Dtype, Pair, Preset
 from dreamsolo.layout import TrainStage
 from dreamsolo.strict import ParamsError, blame, build, non_negative, positive, suggest
 
 
 @dataclass(frozen=True)
 class Train:
-    """One training stage's settings after merging: train <- train_<stage> <- by_category <- pair."""
+    """One training stage's settings after merging: train <- train_<stage> <- by_category <- preset <- pair."""
 
     steps: int
     lr: float
@@ -80,15 +80,18 @@ def _stage_section(raw: dict, stage: TrainStage) -> tuple[dict, dict]:
     return section["defaults"] or {}, by_cat
 
 
-def merge_train(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, cap: int | None) -> Train:
-    """Merge train <- train_<stage>.defaults <- by_category[category] <- pairs.<id>.<stage>, then cap the
-    steps by the preset; a bad value is blamed on the layer that set it."""
+def merge_train(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, preset: tuple[str, Preset]) -> Train:
+    """Merge train <- train_<stage>.defaults <- by_category[category] <- presets.<name>.<stage> <-
+    pairs.<id>.<stage>, then cap the steps by the preset's train_steps; a bad value is blamed on the
+    layer that set it."""
+    preset_name, preset_cfg = preset
     defaults, by_cat = _stage_section(raw, stage)
     known = [f.name for f in dataclasses.fields(Train)]
     # (where, overrides, merged for this pair?): every category's overrides are checked, so a typo
     # in a category no pair uses yet does not wait for the first such pair
     layers = [("train", raw.get("train") or {}, True), (f"{stage}.defaults", defaults, True)]
     layers += [(f"{stage}.by_category.{cat}", by_cat[cat] or {}, cat == pair.category) for cat in by_cat]
+    layers += [(f"presets.{preset_name}.{stage}", getattr(preset_cfg, stage), True)]
     layers += [(f"pairs.{pair_id}.{stage}", getattr(pair, stage), True)]
     merged: dict = {}
     origin: dict[str, str] = {}  # key -> the params layer that set it last, named in messages
@@ -112,4 +115,5 @@ def merge_train(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, cap: int
         cfg = build(Train, merged, where)
     except ParamsError as e:  # name the layer that set the bad value, not the merged result
         raise blame(e, where, origin, f"{stage} of pair {pair_id}, category {pair.category}") from None
+    cap = preset_cfg.train_steps
     return cfg if cap is None or cfg.steps <= cap else dataclasses.replace(cfg, steps=cap)

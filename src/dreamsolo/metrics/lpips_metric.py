@@ -76,6 +76,15 @@ class LpipsEvaluator:
                 out.append(self.distance(feats, ref))
         return [torch.cat(out) for out in per_ref]
 
+    def paired(self, a: Sequence[Image.Image], b: Sequence[Image.Image], size: tuple[int, int],
+               batch_size: int = 16) -> torch.Tensor:
+        """(N,) LPIPS between a[i] and b[i]."""
+        if len(a) != len(b):
+            raise ValueError(f"paired LPIPS: {len(a)} images against {len(b)}")
+        out = [self.distance(self.features(to_lpips_tensor(ca, size)), self.features(to_lpips_tensor(cb, size)))
+               for ca, cb in zip(batched(a, batch_size), batched(b, batch_size))]
+        return torch.cat(out) if out else torch.zeros(0)
+
     def mean_pairwise(self, images: Sequence[Image.Image], size: tuple[int, int],
                       batch_size: int = 16) -> float:
         """Mean LPIPS over all unordered pairs of `images` (each embedded once); NaN for < 2 images."""

@@ -102,3 +102,17 @@ def preservation(scored: pd.DataFrame) -> pd.Series:
     if "kind" not in scored.columns or "dino" not in scored.columns:
         raise ValueError("preservation needs the scored table (columns `kind` and `dino`)")
     return scored.loc[scored["kind"] == PRES_KIND, "dino"].reset_index(drop=True)
+
+
+def drift_to_base(tuned: pd.DataFrame, tuned_images: Sequence[Image.Image], base: pd.DataFrame,
+                  base_images: Sequence[Image.Image], ev: Evaluators, batch_size: int = 16) -> list[float]:
+    """Per fine-tuned sample: LPIPS to the base model's sample of the same prompt and seed (metrics.method.DRIFT)."""
+    _check(tuned, tuned_images, ["prompt", "seed"])
+    _check(base, base_images, ["prompt", "seed"])
+    at = {(p, int(s)): i for i, (p, s) in enumerate(zip(base["prompt"], base["seed"]))}
+    keys = [(p, int(s)) for p, s in zip(tuned["prompt"], tuned["seed"])]
+    missing = [k for k in keys if k not in at]
+    if missing:
+        raise ValueError(f"the base model has no sample of {missing[0][0]!r} at seed {missing[0][1]}")
+    partner = [base_images[at[k]] for k in keys]
+    return ev.lpips.paired(list(tuned_images), partner, tuned_images[0].size, batch_size).tolist()

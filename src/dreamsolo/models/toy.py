@@ -40,14 +40,18 @@ TEXT = dict(
     max_position_embeddings=77, vocab_size=49408, bos_token_id=49406, eos_token_id=49407,
     pad_token_id=49407, projection_dim=64,
 )
+# Zero terminal SNR with v-prediction (Lin et al., WACV 2024), as diffusers supports it: with SD's
+# schedule the last step keeps ~7% of the image's signal, so a model trained there learns to read the
+# layout and mean colour from x_T, and samples from pure noise came out as one purple mush per seed
+# whatever the prompt (the first build). "trailing" spacing makes sampling start at t = 999.
+SCHEDULER_TOY = dict(SCHEDULER, prediction_type="v_prediction", rescale_betas_zero_snr=True,
+                     timestep_spacing="trailing")
 SOURCES = [  # what went into the pretraining data, with the license its package states
     {"source": "Debian tuxpaint-stamps-default (Tux Paint stamps, /usr/share/tuxpaint/stamps)",
      "license": "GPL-2 (or later), Copyright 2002-2022 Bill Kendrick (debian/copyright)"},
     {"source": "scikit-image 0.26 data: camera.png (Lav Varshney)", "license": "CC0 (_fetchers.py)"},
     {"source": "scikit-image 0.26 data: coins.png (Brooklyn Museum)", "license": "no known copyright restrictions"},
     {"source": "scikit-image 0.26 data: retina.jpg (Wikimedia)", "license": "CC0 1.0 (_fetchers.py)"},
-    {"source": "scikit-image 0.26 data: lfw_subset.npy, first 100 (faces; Labeled Faces in the Wild)",
-     "license": "not stated (docstring cites vis-www.cs.umass.edu/lfw); package BSD-3-Clause"},
     {"source": "scikit-learn datasets/images: china.jpg, flower.jpg (Flickr, danielbuechele / vultilion)",
      "license": "CC BY 2.0, attribution required (sklearn/datasets/images/README.txt)"},
     {"source": "procedural textures and gift boxes drawn by dreamsolo.models.toy_data", "license": "MIT (this repo)"},
@@ -72,6 +76,9 @@ class Plan:
     kl_weight: float = 1e-6  # as SD's VAE: a near-deterministic autoencoder
     unet_batch: int = 16
     unet_lr: float = 5e-4
+    text_steps: int = 300  # caption classification alone, before the UNet (see train_text)
+    text_batch: int = 64
+    text_weight: float = 0.1  # of the caption-classification term during the joint UNet phase
     warmup: int = 100
     uncond: float = 0.1  # caption dropout, so classifier-free guidance has an unconditional model
     save_every_s: float = 60.0
@@ -201,12 +208,49 @@ def encode_pool(vae, images: torch.Tensor, ckpt: Path) -> dict[str, torch.Tensor
     return torch.load(path, weights_only=True)
 
 
-def train_unet(unet, text_encoder, tokenizer, scheduler, lat: dict, captions: list[str], scale: float,
-               ckpt: Path, plan: Plan) -> dict:
-    """Joint UNet + text-encoder denoising on the cached latents, with caption dropout."""
+class CaptionHead(torch.nn.Module):
+    """Which of the pool's captions a text-encoder output came from, from its mean over all 77 positions.
+
+    Trained from scratch by denoising alone, the encoder learnt the scene words (whole-image textures)
+    and mapped every object prompt to nearly the unconditional output (cosine 0.998 `a cat` vs `a
+    horse`, 0.99 vs ``, after 2000 steps), so the UNet drew the same image for all objects. Classifying
+    the caption from every position's mean keeps each caption's words apart in what the UNet attends to.
+    """
+
+    def __init__(self, width: int, n: int):
+        super().__init__()
+        self.linear = torch.nn.Linear(width, n)
+
+    def loss(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(self.linear(hidden.mean(dim=1)), target)
+
+
+def caption_ids(tokenizer, captions: list[str]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """(distinct captions + "", index of each pool caption among them, their token ids)."""
     uniq = sorted(set(captions)) + [""]
     which = torch.tensor([uniq.index(c) for c in captions])
     ids = tokenizer(uniq, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
+    return uniq, which, ids
+
+
+def train_text(text_encoder, head: CaptionHead, ids: torch.Tensor, ckpt: Path, plan: Plan) -> dict:
+    """The text encoder alone on caption classification (seconds): the UNet then starts from an encoder
+    whose outputs already tell the captions apart."""
+    n = len(ids) - 1  # not the empty caption
+
+    def step(gen):
+        cap = torch.randint(0, n, (plan.text_batch,), generator=gen)
+        return head.loss(text_encoder(ids[cap])[0], cap)
+
+    modules = {"text_encoder": text_encoder, "head": head}
+    return run_phase("text", ckpt, modules, plan.unet_lr, plan, plan.text_steps, None, step)
+
+
+def train_unet(unet, text_encoder, head: CaptionHead, tokenizer, scheduler, lat: dict, captions: list[str],
+               scale: float, ckpt: Path, plan: Plan) -> dict:
+    """Joint UNet + text-encoder denoising on the cached latents, with caption dropout, plus the caption
+    classification term (CaptionHead) on the captions that were not dropped."""
+    uniq, which, ids = caption_ids(tokenizer, captions)
 
     def step(gen):
         idx = torch.randint(0, len(which), (plan.unet_batch,), generator=gen)
@@ -216,16 +260,21 @@ def train_unet(unet, text_encoder, tokenizer, scheduler, lat: dict, captions: li
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z),), generator=gen)
         text = text_encoder(ids[cap])[0]
         pred = unet(scheduler.add_noise(z, noise, t), t, encoder_hidden_states=text).sample
-        return ((pred - noise).pow(2).mean(dim=(1, 2, 3)) * min_snr[t]).mean()
+        target = scheduler.get_velocity(z, noise, t) if v_pred else noise
+        loss = ((pred - target).pow(2).mean(dim=(1, 2, 3)) * weight[t]).mean()
+        kept = cap != len(uniq) - 1
+        return loss + plan.text_weight * head.loss(text[kept], cap[kept]) if kept.any() else loss
 
-    # Min-SNR-5 weighting (Hang et al., ICCV 2023): low-noise steps, whose eps cannot be predicted,
-    # otherwise dominate the loss; a run without it still drew saturated noise after 700 steps while
-    # denoising t=700 well. Weight min(SNR, 5) / SNR for epsilon prediction.
+    # Weight on the x0 error clamp(SNR, 1, 5): Min-SNR-5 (Hang et al., ICCV 2023) keeps the low-noise
+    # steps, whose noise cannot be predicted, from dominating; the floor of 1 ("truncated SNR",
+    # Salimans & Ho 2022) keeps the high-noise steps, where the prompt decides the layout, from
+    # vanishing at zero terminal SNR. The v error is (SNR + 1) x the x0 error, the eps error SNR x.
+    v_pred = scheduler.config.prediction_type == "v_prediction"
     snr = scheduler.alphas_cumprod / (1 - scheduler.alphas_cumprod)
-    min_snr = snr.clamp(max=5.0) / snr
+    weight = snr.clamp(1.0, 5.0) / (snr + 1 if v_pred else snr.clamp(min=1e-8))
 
     seconds = plan.seconds * (1 - plan.vae_share - plan.decoder_share) if plan.seconds else None
-    modules = {"unet": unet, "text_encoder": text_encoder}
+    modules = {"unet": unet, "text_encoder": text_encoder, "head": head}
     return run_phase("unet", ckpt, modules, plan.unet_lr, plan, plan.unet_steps, seconds, step)
 
 
@@ -249,19 +298,23 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan) -> dict:
     lat = encode_pool(vae, images, ckpt)
     scale = float(1.0 / lat["mean"].std())  # unit-variance latents, as SD's 0.18215 is for its VAE
     vae.register_to_config(scaling_factor=scale)
-    noise = DDPMScheduler.from_config(DDIMScheduler(**SCHEDULER).config)  # as train_stage builds its own
-    unet_state = train_unet(unet, text_encoder, tokenizer, noise, lat, captions, scale, ckpt, plan)
+    noise = DDPMScheduler.from_config(DDIMScheduler(**SCHEDULER_TOY).config)  # as train_stage builds its own
+    uniq, _, ids = caption_ids(tokenizer, captions)
+    torch.manual_seed(plan.seed + 1)  # the head's init, the same whether or not earlier phases resumed
+    head = CaptionHead(TEXT["hidden_size"], len(uniq) - 1)
+    text_state = train_text(text_encoder, head, ids, ckpt, plan)
+    unet_state = train_unet(unet, text_encoder, head, tokenizer, noise, lat, captions, scale, ckpt, plan)
     dec_state = train_decoder(vae, images, lat, ckpt, plan)
     pipe = StableDiffusionPipeline(
         unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-        scheduler=DDIMScheduler(**SCHEDULER), safety_checker=None, feature_extractor=None,
+        scheduler=DDIMScheduler(**SCHEDULER_TOY), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
     pipe.save_pretrained(dest, safe_serialization=True)
     phase = lambda st: {"steps": st["step"], "seconds": round(st["elapsed"], 1),  # noqa: E731
                         "final_loss": float(np.mean(st["losses"][-50:]))}  # mean of the last 50 steps
     info = {"plan": asdict(plan), "scaling_factor": scale, "data": counts, "sources": SOURCES,
-            "vae": phase(vae_state), "unet": phase(unet_state), "decoder": phase(dec_state),
+            "vae": phase(vae_state), "text": phase(text_state), "unet": phase(unet_state), "decoder": phase(dec_state),
             "wall_s_this_run": round(time.perf_counter() - t0, 1)}
     (dest / "dreamsolo_toy.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -102,17 +102,14 @@ def load_stamps(root: Path = STAMPS, size: int = 96) -> list[tuple[Image.Image, 
 
 
 def load_photos() -> list[tuple[Image.Image, str]]:
-    """Non-study sample photos and the 100 LFW faces, as RGB with captions."""
+    """Non-study sample photos, as RGB with captions. (No LFW faces: their licence is not stated.)"""
     import skimage
-    import skimage.data
     import sklearn.datasets
 
     sk = Path(skimage.__file__).parent / "data"
     skl = Path(sklearn.datasets.__file__).parent / "images"
     photos = [(Image.open(sk / n if (sk / n).is_file() else skl / n).convert("RGB"), f"a photo of a {c}")
               for n, c in PHOTOS.items()]
-    faces = skimage.data.lfw_subset()[:100]  # (100, 25, 25) grey faces in [0, 1]
-    photos += [(Image.fromarray((f * 255).astype(np.uint8)).convert("RGB"), "a photo of a person") for f in faces]
     return photos
 
 
@@ -208,10 +205,6 @@ def example(rng: np.random.Generator, by_class: dict, others: list, photos: list
     u = rng.random()
     if u < 0.45:
         noun = OBJECTS[rng.integers(0, len(OBJECTS))]
-        if noun == "person" and rng.random() < 0.6:  # LFW faces, tinted: the study's people are colour portraits
-            face = np.asarray(crop(photos[len(PHOTOS) + rng.integers(0, 100)][0], rng, 0.8, 1.0), np.float32)
-            tint = np.array([1.0, 0.8, 0.65]) * rng.uniform(0.8, 1.15)
-            return Image.fromarray((face * tint).clip(0, 255).astype(np.uint8)), "a photo of a person"
         pool = by_class[noun]
         obj = gift_box(rng) if noun == "gift box" and rng.random() < 0.6 else pool[rng.integers(0, len(pool))]
         if rng.random() < 0.5:
@@ -241,6 +234,6 @@ def build_dataset(n: int, seed: int) -> tuple[np.ndarray, list[str], dict]:
         im, caption = example(rng, by_class, others, photos)
         images.append(np.asarray(im.convert("RGB"), np.uint8))
         captions.append(caption)
-    counts = {"stamps": len(stamps), "photos": len(PHOTOS), "lfw_faces": 100,
+    counts = {"stamps": len(stamps), "photos": len(PHOTOS),
               **{f"stamps_{k}": len(v) for k, v in by_class.items()}}
     return np.stack(images), captions, counts

@@ -1,6 +1,6 @@
 """The study report: tables (csv/md), DVC metrics JSON, plots and a static HTML page under reports/.
 
-Writes reports/{metrics.json, pairs.csv, pairs.md, report.md, index.html}, reports/plots/*.png
+Writes reports/{metrics.json, checks.json, pairs.csv, pairs.md, report.md, index.html}, reports/plots/*.png
 (metrics, loss, kinds), reports/grids/<pair>.png and reports/grids/base/<pair>.png (the sample grids of
 the fine-tuned and of the base model) and reports/compare/<metric>.csv (DVC plots: fine-tuned and base
 bar per pair). Every pair carries the floor (the base model on the same prompts and seeds), so every
@@ -23,7 +23,7 @@ from PIL import Image
 from dreamsolo.files import atomic_dir, atomic_file, write_json
 from dreamsolo.layout import check_id, prepared_dir, samples_dir
 from dreamsolo.metrics.results import PairResult
-from dreamsolo.report import floor, html, plots, tables
+from dreamsolo.report import floor, html, method, plots, tables
 from dreamsolo.report.tables import LABELS, METRICS, REFERENCE_LABEL, REFERENCE_NOTE, REFERENCE, fmt
 
 __all__ = ["build_report", "pair_grid"]
@@ -53,6 +53,8 @@ class _Study:
     categories: pd.DataFrame
     kinds: pd.DataFrame
     floors: dict[str, Any]  # html.Page's floor fields, one per table
+    checks: dict  # report.method.compute(): the method's claims per pair, paired by seed
+    lpips_random: bool  # LPIPS (all the checks use it) was randomly initialised
 
 
 def build_report(root: Path, results: list[PairResult], study_summary: dict) -> dict[str, Path]:
@@ -86,12 +88,15 @@ def _shape(root: Path, results: list[PairResult], summary: dict) -> _Study:
         per_pair=tables.pairs_numeric(results).merge(floor.pairs_columns(results), on="pair", how="left"),
         per_sample=per_sample, per_sample_base=per_sample_base, overall=tables.overall_stats(results, summary),
         study=tables.pairs_table(results), categories=categories, kinds=tables.kind_table(per_sample),
-        floors=floors)
+        floors=floors, checks=method.compute(per_sample, per_sample_base),
+        lpips_random=any("lpips_instance" in r.random_metrics for r in results))
 
 
 def _write_numbers(reports: Path, s: _Study) -> dict[str, Path]:
     """pairs.csv and metrics.json (fine-tuned, then the floor's `base` and `delta` blocks)."""
-    out = {"pairs_csv": reports / "pairs.csv", "metrics_json": reports / "metrics.json"}
+    out = {"pairs_csv": reports / "pairs.csv", "metrics_json": reports / "metrics.json",
+           "checks_json": reports / "checks.json"}
+    write_json(out["checks_json"], {"lpips_random": s.lpips_random, **s.checks})
     tables.write_pairs_csv(s.per_pair, out["pairs_csv"])
     metrics = tables.metrics_json(s.results, s.summary)
     metrics.update(floor.metrics_json_blocks(s.results, s.summary))
@@ -141,7 +146,8 @@ def _write_markdown(reports: Path, s: _Study) -> dict[str, Path]:
     kinds = floor.interleave(s.kinds, s.floors["kinds_floor"])
     out = {"pairs_md": reports / "pairs.md", "report_md": reports / "report.md"}
     _write_text(out["pairs_md"], _pairs_md(md_table, s.warning) + f"{floor.BASE_NOTE}.\n")
-    _write_text(out["report_md"], _report_md(md_table, categories, kinds, s.results, s.warning))
+    _write_text(out["report_md"], _report_md(md_table, categories, kinds, s.results, s.warning,
+                                             method.markdown(s.checks, s.lpips_random)))
     return out
 
 
@@ -151,7 +157,7 @@ def _write_page(reports: Path, s: _Study, prompts: dict[str, Prompts]) -> Path:
         plots=[(_caption(k), f"plots/{f}") for k, f in PLOT_FILES.items()],
         pairs=[html.PairSection(r.pair, r.category, f"grids/{r.pair}.png", _base_grid(r.pair), _pair_summary(r),
                                 prompts[r.pair]) for r in s.results],
-        **s.floors,
+        checks_html=method.html_table(s.checks, s.lpips_random), **s.floors,
     )
     text = html.render(page)
     bad = html.missing_refs(text, reports)
@@ -188,12 +194,14 @@ def pair_grid(root: Path, pair: str, path: Path, category: str = "", warning: st
         raise ValueError(f"pair_grid: samples must be 'samples' or 'samples_base', got {samples!r}")
     sample_dir = samples_dir(root, pair, base=samples == "samples_base")
     manifest = pd.read_csv(sample_dir / "manifest.csv")
-    rows, kinds = [], []
+    rows, kinds, labels = [], [], []
     for prompt, group in manifest.groupby("prompt", sort=False):
         group = group.sort_values("seed")
         first = group.iloc[0]
         clean = first["prompt_clean"] if isinstance(first["prompt_clean"], str) else prompt
         kinds.append((str(first["kind"]), str(clean)))
+        # as sampled (with the identifiers) and as CLIP-T scored it (identifiers removed)
+        labels.append(f"{first['kind']}: sampled “{prompt}”" + ("" if clean == prompt else f" · scored “{clean}”"))
         rows.append([_open(sample_dir / f) for f in group["file"]])
     prepared = prepared_dir(root, pair)
     refs = [("scene (reference)", _open(prepared / "scene.png")),
@@ -201,7 +209,6 @@ def pair_grid(root: Path, pair: str, path: Path, category: str = "", warning: st
     title = f"{pair} ({category})" if category else pair
     if samples != "samples":
         title += " — base model, no fine-tuning (the floor)"
-    labels = [f"{k}: {p}" for k, p in kinds]
     return plots.sample_grid(rows, labels, path, references=refs, title=title, warning=warning), tuple(kinds)
 
 
@@ -240,13 +247,14 @@ def _pairs_md(md_table: str, warning: str | None) -> str:
 
 
 def _report_md(md_table: str, categories: pd.DataFrame, kinds: pd.DataFrame,
-               results: list[PairResult], warning: str | None) -> str:
+               results: list[PairResult], warning: str | None, checks_md: str) -> str:
     parts = [
         "# dreamsolo study report\n",
         "Single-image scene + instance personalization (DreamBooth-style, two stages).\n",
         _warning_md(warning),
         "## Study: pairs × metrics (mean ± std over samples)\n",
         md_table, _reference_md(), "↑ higher is better, ↓ lower is better.\n", f"{floor.BASE_NOTE}.\n",
+        "## Method checks (paired by seed, LPIPS)\n", checks_md,
         "## Per-category summary\n", tables.to_markdown(categories, "category"),
         "## Metrics by prompt kind (all pairs pooled)\n",
         tables.to_markdown(kinds, "kind") if not kinds.empty else "No per-sample data.\n",

@@ -80,6 +80,7 @@ class Page:
     pairs: list[PairSection] = field(default_factory=list)
     warning: str | None = None
     title: str = "dreamsolo study report"
+    checks_html: str = ""  # report.method.html_table(): the method checks, rendered
 
 
 def render(page: Page) -> str:
@@ -88,13 +89,15 @@ def render(page: Page) -> str:
         f"<h1>{escape(page.title)}</h1>",
         '<p class="sub">Single-image scene + instance personalization (DreamBooth-style, two stages).</p>',
         _banner(page.warning),
-        '<nav><a href="#study">Study table</a><a href="#categories">Categories</a>'
+        '<nav><a href="#study">Study table</a><a href="#checks">Method checks</a><a href="#categories">Categories</a>'
         '<a href="#kinds">Prompt kinds</a><a href="#plots">Plots</a><a href="#samples">Samples</a></nav>',
         '<h2 id="study">Study: pairs × metrics <span class="tag">mean ± std over samples</span></h2>',
         _study_table(page.study, page.overall, page.study_floor, page.overall_floor),
         f'<p class="note">Reference row: {escape(REFERENCE_LABEL)} — {escape(REFERENCE_NOTE)}. '
         "↑ higher is better, ↓ lower is better.</p>",
         _floor_note(),
+        '<h2 id="checks">Method checks <span class="tag">paired by seed, LPIPS</span></h2>',
+        page.checks_html,
         '<h2 id="categories">Per-category summary</h2>',
         _table(page.categories, "category", page.categories_floor),
         '<h2 id="kinds">Metrics by prompt kind <span class="tag">all pairs pooled</span></h2>',

@@ -37,7 +37,8 @@ def run(study: Study, pair_id: str | None) -> PairResult:
     from dreamsolo import tracking
     from dreamsolo.metrics.aggregate import pair_result, scores
     from dreamsolo.metrics.evaluators import load_evaluators
-    from dreamsolo.metrics.score import diversity, preservation, score_samples
+    from dreamsolo.metrics.method import DRIFT
+    from dreamsolo.metrics.score import diversity, drift_to_base, preservation, score_samples
     from dreamsolo.models.loading import device
 
     assert pair_id is not None
@@ -61,6 +62,7 @@ def run(study: Study, pair_id: str | None) -> PairResult:
         tuned_rows = (scored_all[SOURCE] == "tuned").to_numpy()
         scored = scored_all[tuned_rows].drop(columns=SOURCE).reset_index(drop=True)
         scored_base = scored_all[~tuned_rows].drop(columns=SOURCE).reset_index(drop=True)
+        scored[DRIFT] = drift_to_base(tuned_m, tuned_i, base_m, base_i, ev, bs)  # for the method checks
         div = diversity(scored, tuned_i, ev, bs)
         div_base = diversity(scored_base, base_i, ev, bs)
         result = pair_result(scores(scored, div, preservation(scored)),

@@ -23,7 +23,7 @@ def run(study: Study, _item: str | None = None) -> dict:
         table = pd.read_csv(paths["pairs_csv"])
         run_.table(table, "pairs_table.json")  # the eight-pair LPIPS / CLIP-T (and every other metric) table
         metrics = json.loads(paths["metrics_json"].read_text())
-        run_.metrics(report_metrics(metrics))
+        run_.metrics(report_metrics(metrics) | check_metrics(json.loads(paths["checks_json"].read_text())))
         for name, path in paths.items():
             run_.artifact(path, artifact_folder(name))
         if summary.get("warning"):  # shown at the top of the run page, not only among the tags
@@ -39,6 +39,19 @@ def report_metrics(metrics: dict) -> dict[str, float]:
     for prefix, block in (("", metrics), ("base_", metrics["base"]), ("delta_", metrics["delta"])):
         out.update({f"{prefix}{k}": v for k, v in block["overall"].items()
                     if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    return out
+
+
+def check_metrics(checks: dict) -> dict[str, float]:
+    """The method checks as MLflow metrics, the same numbers as reports/checks.json's study block:
+    `check_<name>_delta` (mean Δ over pairs) and `check_<name>_holds` (pairs where it holds)."""
+    out = {}
+    for name, c in checks["study"].items():
+        if "delta" in c:
+            out[f"check_{name}_delta"] = c["delta"]["mean"]
+            out[f"check_{name}_holds"] = float(c["holds"])
+        elif c.get("mean") is not None:
+            out[f"check_{name}"] = c["mean"]
     return out
 
 

@@ -47,17 +47,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def vae_fidelity(pipe, photos: dict[str, Image.Image]) -> dict:
+    """PSNR and LPIPS (AlexNet, the study's evaluator) of the VAE round trip and of bicubic down-up."""
+    from dreamsolo.metrics.lpips_metric import load_lpips
     from dreamsolo.sampling import decode, encode_latents
 
+    lp = load_lpips("alex", pretrained=True)
     rows = {}
     for name, im in photos.items():
         z = encode_latents(pipe.vae, [im])["mean"] * pipe.vae.config.scaling_factor
-        rec = np.asarray(decode(pipe, z)[0])
-        ref = np.asarray(im)
-        down = lambda k: np.asarray(im.resize((RES // k,) * 2, Image.BICUBIC).resize((RES,) * 2, Image.BICUBIC))  # noqa: E731
-        rows[name] = {"vae": psnr(rec, ref), "bicubic_x2": psnr(down(2), ref), "bicubic_x4": psnr(down(4), ref)}
-    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in ("vae", "bicubic_x2", "bicubic_x4")}
-    return {"mean_psnr_db": mean, "per_photo": rows}
+        outs = {"vae": decode(pipe, z)[0]}
+        for k in (2, 4):
+            outs[f"bicubic_x{k}"] = im.resize((RES // k,) * 2, Image.BICUBIC).resize((RES,) * 2, Image.BICUBIC)
+        dist = lp.paired(list(outs.values()), [im] * len(outs), (RES, RES)).tolist()
+        rows[name] = {**{k: psnr(np.asarray(v), np.asarray(im)) for k, v in outs.items()},
+                      **{f"lpips_{k}": d for k, d in zip(outs, dist)}}
+    keys = list(next(iter(rows.values())))
+    mean = {k: float(np.mean([r[k] for r in rows.values()])) for k in keys}
+    return {"mean_psnr_db": {k: v for k, v in mean.items() if not k.startswith("lpips")},
+            "mean_lpips": {k[6:]: v for k, v in mean.items() if k.startswith("lpips")}, "per_photo": rows}
 
 
 def sample(pipe, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
@@ -67,14 +74,26 @@ def sample(pipe, prompts: list[str], seeds: list[int]) -> list[Image.Image]:
                     batch_size=8, desc="probe")
 
 
-def class_grid(pipe, out: Path, seeds=(0, 1, 2, 3)) -> Path:
+def class_grid(pipe, out: Path, seeds=(0, 1, 2, 3)) -> tuple[Path, dict]:
+    """The class prompts x seeds grid, and how distinct the classes are: mean LPIPS between two classes'
+    samples of the same seed (the noise is shared, only the prompt differs) against mean LPIPS between
+    two seeds of the same class. Between > within: the prompt, not the noise, decides the image."""
+    from itertools import combinations
+
+    from dreamsolo.metrics.lpips_metric import load_lpips
+
     ims = sample(pipe, [f"a photo of a {c}" for c in CLASSES for _ in seeds], list(seeds) * len(CLASSES))
     grid = Image.new("RGB", (RES * len(seeds), RES * len(CLASSES)))
     for i, im in enumerate(ims):
         grid.paste(im, (RES * (i % len(seeds)), RES * (i // len(seeds))))
     path = out / "toy_classes.png"
     grid.save(path, optimize=True)
-    return path
+    lp, n = load_lpips("alex", pretrained=True), len(seeds)
+    between = [(c1 * n + s, c2 * n + s) for c1, c2 in combinations(range(len(CLASSES)), 2) for s in range(n)]
+    within = [(c * n + s1, c * n + s2) for c in range(len(CLASSES)) for s1, s2 in combinations(range(n), 2)]
+    mean = {k: float(lp.paired([ims[i] for i, _ in pairs], [ims[j] for _, j in pairs], (RES, RES)).mean())
+            for k, pairs in (("between_classes_same_seed", between), ("within_class_other_seed", within))}
+    return path, mean
 
 
 def distances(ims: list[Image.Image], ref: Image.Image) -> dict:
@@ -142,8 +161,13 @@ def main() -> None:
     use_fast_sampler(pipe)
     photos = study_photos()
     report = {"vae": vae_fidelity(pipe, photos)}
-    print(json.dumps(report["vae"]["mean_psnr_db"]))
-    report["grid"] = str(class_grid(pipe, a.out))
+    print(json.dumps({k: report["vae"][k] for k in ("mean_psnr_db", "mean_lpips")}))
+    grid, separation = class_grid(pipe, a.out)
+    report["grid"], report["class_separation_lpips"] = str(grid), separation
+    print(json.dumps(separation))
+    if not a.steps:  # --steps "": fidelity and the class grid only (the study's method checks do the rest)
+        (a.out / "probe.json").write_text(json.dumps(report, indent=2) + "\n")
+        return
     instance = photos["cat_grass/instance.jpg"]
     instance.save(a.out / "instance.png")
     priors = make_priors(pipe, a.out)

@@ -2,9 +2,9 @@
 method breaks (issue 13). One pair, the study's own settings (params.yaml's toy preset), one recontext
 prompt; every claim is a paired, seed-by-seed LPIPS comparison (dreamsolo.metrics.method).
 
-Mutations each of these was seen to catch (see the closing note of issue 13): sampling the base model
-instead of Stage II; Stage II starting from the base model instead of Stage I; the two identifiers
-swapped in training; the prior term dropped from the loss.
+Mutations these were seen to catch (each makes at least one test fail; see the closing note of issue
+13): sampling the base model instead of Stage II; Stage II starting from the base model instead of
+Stage I (replay off); the two identifiers swapped in training; the prior term dropped from the loss.
 """
 
 from __future__ import annotations
@@ -40,9 +40,39 @@ def _rerun_stage_two(root, edits: dict):
     return _checks(root)
 
 
+def _swapped_identifiers(study) -> dict[str, float]:
+    """Mean over seeds of LPIPS(<S> prompt) - LPIPS(<V> prompt) to the instance photo for the instance
+    noun, and LPIPS(<V> prompt) - LPIPS(<S> prompt) to the scene photo for the scene noun, sampled from
+    the Stage II weights with the study's seeds: < 0 where each identifier binds its own photo. The
+    identifiers are arbitrary tokens, so only this tells a swap apart from a correct run."""
+    import torch
+    from PIL import Image
+
+    from dreamsolo.layout import model_dir, prepared_dir
+    from dreamsolo.metrics.lpips_metric import load_lpips
+    from dreamsolo.sampling import generate, load_for_sampling
+
+    pair, p, cfg = study.pair(PAIR), study.prompts, study.sample
+    inst, scene = study.class_noun(pair.instance_class), study.class_noun(pair.scene_class)
+    pipe = load_for_sampling(model_dir(study.root, PAIR, "train_instance"), torch.float32)
+    seeds = [cfg.seed + i for i in range(cfg.num_images)]
+    prompts = [f"a photo of {tok} {noun}" for noun in (inst, scene) for tok in (p.instance_token, p.scene_token)]
+    ims = generate(pipe, [q for q in prompts for _ in seeds], seeds * len(prompts), steps=cfg.steps,
+                   guidance_scale=cfg.guidance_scale, resolution=study.preset.resolution, batch_size=8)
+    refs = {k: Image.open(prepared_dir(study.root, PAIR) / f"{k}.png").convert("RGB") for k in ("instance", "scene")}
+    lp, n, size = load_lpips("alex", pretrained=True), len(seeds), ims[0].size
+
+    def dist(i: int, ref: str):
+        return lp.paired(ims[i * n:(i + 1) * n], [refs[ref]] * n, size)
+
+    return {"instance": float((dist(0, "instance") - dist(1, "instance")).mean()),
+            "scene": float((dist(3, "scene") - dist(2, "scene")).mean())}
+
+
 @pytest.fixture(scope="module")
 def toy_runs(tmp_path_factory):
-    """The pair through `evaluate` with the toy defaults (λ = 1), then Stage II again with λ = 0."""
+    """The pair through `evaluate` with the toy defaults (λ = 1, replay on), then Stage II again with
+    λ = 0, and again with replay off."""
     from dreamsolo.config import load_study
 
     root = make_study(tmp_path_factory.mktemp("method") / "study", [PAIR], TOY)
@@ -51,8 +81,10 @@ def toy_runs(tmp_path_factory):
     with torch_threads(2):
         run_chain(load_study(root), PAIR, through="evaluate")
         default = _checks(root)
+        default["swap"] = _swapped_identifiers(load_study(root))
         no_prior = _rerun_stage_two(root, {f"pairs.{PAIR}.train_instance": {"prior_weight": 0.0}})
-    yield default, no_prior
+        no_replay = _rerun_stage_two(root, {f"pairs.{PAIR}.train_instance": {"replay_weight": 0.0}})
+    yield default, no_prior, no_replay
     mp.undo()
 
 
@@ -64,24 +96,33 @@ def _delta(check: dict) -> str:
 def test_the_identifier_binds_the_instance(toy_runs):
     """`a photo of sks cat` samples are closer to the instance photo than the same model's `a photo of a
     cat` samples, and than the base model's `sks cat` samples."""
-    checks, _ = toy_runs
+    checks = toy_runs[0]
     assert checks["binding"]["holds"], _delta(checks["binding"])
     assert checks["binding_vs_base"]["holds"], _delta(checks["binding_vs_base"])
 
 
 def test_stage_one_survives_stage_two(toy_runs):
-    """After Stage II the scene prompt's samples are still closer to the scene photo than the base's."""
-    checks, _ = toy_runs
-    assert checks["scene_kept"]["holds"], _delta(checks["scene_kept"])
+    """After Stage II the scene prompt's samples are still closer to the scene photo than the base's, with
+    scene replay and without it (then only Stage I's weights can carry the scene into Stage II)."""
+    default, _, no_replay = toy_runs
+    assert default["scene_kept"]["holds"], _delta(default["scene_kept"])
+    assert no_replay["scene_kept"]["holds"], _delta(no_replay["scene_kept"])
+
+
+def test_each_identifier_binds_its_own_photo(toy_runs):
+    """`<S> cat` is closer to the instance than `<V> cat`, `<V> grass field` closer to the scene than
+    `<S> grass field`: the identifiers are not interchangeable (a swap in training fails here)."""
+    swap = toy_runs[0]["swap"]
+    assert swap["instance"] < 0 and swap["scene"] < 0, swap
 
 
 def test_the_prior_term_keeps_the_class_prior(toy_runs):
     """With λ = 1 the class prompt's samples stay closer to the base model's than with λ = 0."""
-    with_prior, without = (r["class_drift"] for r in toy_runs)
+    with_prior, without = (r["class_drift"] for r in toy_runs[:2])
     assert with_prior["mean"] < without["mean"], (with_prior, without)
 
 
 def test_the_identifier_still_binds_without_the_prior(toy_runs):
     """Dropping λ changes what happens to the class prompt, not whether the identifier binds."""
-    _, no_prior = toy_runs
+    no_prior = toy_runs[1]
     assert no_prior["binding_vs_base"]["holds"], _delta(no_prior["binding_vs_base"])

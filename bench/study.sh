@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Wall time of the whole default study from clean (`dvc repro`, 8 pairs, tiny), split per stage.
+# Wall time of the whole default study from clean (`dvc repro`, 8 pairs, the default preset), split per stage.
 # Each run is a fresh `git clone` of this checkout's HEAD in a temporary folder (empty DVC cache and
 # run cache, new MLflow store), so nothing here is touched. `-f`: every stage runs, also those a clone
 # would skip because the committed reports already match (evaluate, when the samples come out

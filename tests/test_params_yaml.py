@@ -60,6 +60,9 @@ def _params_with(tmp_path: Path, key_line: str, value: str) -> Path:
     text = (REPO / "params.yaml").read_text()
     text, n = re.subn(rf"^({re.escape(key_line)}) *[^#\n]*", rf"\g<1> {value}  ", text, count=1, flags=re.M)
     assert n == 1, key_line
+    # on `tiny`, whose preset layer sets no training key (toy's own lr would mask train_scene.defaults.lr)
+    text, n = re.subn(r"^(  preset:) *toy\b", r"\g<1> tiny", text, count=1, flags=re.M)
+    assert n == 1
     (tmp_path / "params.yaml").write_text(text)
     return tmp_path
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 VARIANTS = {"default": {}, "no prior (λ = 0)": {"prior_weight": 0.0}, "no replay": {"replay_weight": 0.0}}
-COPY = ("params.yaml", "data", "models")
+COPY = ("params.yaml", "data", "models", "reports")
 
 
 def checks_of(root: Path, pair: str) -> dict:
@@ -87,6 +87,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "study"
+        work.mkdir()
         for name in COPY:
             (shutil.copytree if (ROOT / name).is_dir() else shutil.copy2)(ROOT / name, work / name)
         results["default"] = {p: checks_of(work, p) for p in pairs}

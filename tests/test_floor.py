@@ -106,7 +106,9 @@ def test_pair_json_has_base_block_from_the_base_csv(study):
         base = data["base"]
         assert set(base) == {"model", "n_samples", "metrics", "by_kind", "div", "pres"}
         assert base["model"] == "models/base/tiny" and base["n_samples"] == len(KINDS) * N
-        assert set(base["by_kind"]) == set(data["by_kind"]) and set(base["metrics"]) == set(data["metrics"])
+        assert set(base["by_kind"]) == set(data["by_kind"])
+        # the fine-tuned side also has lpips_base (LPIPS to the base model's sample): 0 for the base itself
+        assert set(base["metrics"]) | {"lpips_base"} == set(data["metrics"])
         csv = pd.read_csv(root / "reports/pairs_base" / f"{p}.csv")
         assert list(csv.columns[:2]) == ["pair", "category"] and len(csv) == len(KINDS) * N
         for m, s in base["metrics"].items():

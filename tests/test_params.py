@@ -271,15 +271,18 @@ def test_load_study_checks_shapes(tmp_path, edits, start):
     assert msg.startswith(start), msg
 
 
-def test_the_preset_layer_sits_between_the_category_and_the_pair(tmp_path):
-    """presets.<name>.train_<stage> overrides train_<stage>.by_category, and the pair overrides the preset."""
+def test_the_category_layer_sits_between_the_preset_and_the_pair(tmp_path):
+    """train_<stage>.by_category overrides presets.<name>.train_<stage> (a sweep's per-category finding
+    on the study's model), and the pair overrides both."""
     study = load_study(study_with(tmp_path, {
-        "model.preset": "toy", "train_instance.by_category.animal": {"lr": 1e-6, "steps": 50},
-        "presets.toy.train_instance": {"lr": 3e-4, "train_text_encoder": True},
-        "pairs.cat_brick.train_instance": {"lr": 1e-5}}))
+        "model.preset": "toy", "train_instance.by_category.animal": {"lr": 1e-6},
+        "train_instance.by_category.object": {"lr": 7e-5},
+        "presets.toy.train_instance": {"lr": 3e-4, "steps": 50, "train_text_encoder": True},
+        "pairs.cat_brick.train_instance": {"lr": 1e-5}}, pairs=["cat_grass", "cat_brick", "cup_brick"]))
     grass, brick = study.train("cat_grass", "train_instance"), study.train("cat_brick", "train_instance")
-    assert (grass.lr, grass.steps, grass.train_text_encoder) == (3e-4, 50, True)
+    assert (grass.lr, grass.steps, grass.train_text_encoder) == (1e-6, 50, True)
     assert (brick.lr, brick.steps, brick.train_text_encoder) == (1e-5, 50, True)
+    assert study.train("cup_brick", "train_instance").lr == 7e-5
     tiny = load_study(study_with(tmp_path, {"presets.toy.train_instance": {"lr": 3e-4}}))  # another preset's layer
     assert tiny.train("cat_grass", "train_instance").lr != 3e-4
 

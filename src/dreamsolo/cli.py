@@ -19,7 +19,16 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--stage", choices=["scene", "instance"], default="instance")
     s.add_argument("--out", default=None, help="folder (default: samples-adhoc/<pair>/)")
+    w = sub.add_parser("sweep", help="run a sweep of sweeps.yaml as DVC experiments, then write its report")
+    w.add_argument("name", help="a sweep of sweeps.yaml")
+    w.add_argument("-j", "--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j)")
+    w.add_argument("--report-only", action="store_true", help="only (re)write the report of the finished points")
+    w.add_argument("--check", action="store_true", help="only check sweeps.yaml and list the points")
     args = parser.parse_args(argv)
+    if args.cmd == "sweep":
+        with one_line_errors("dreamsolo sweep", name_in_errors=False):
+            _sweep(args)
+        return
     with one_line_errors("dreamsolo sample", name_in_errors=False):
         from dreamsolo.adhoc import adhoc
 
@@ -27,3 +36,22 @@ def main(argv: list[str] | None = None) -> None:
         paths = adhoc(study, args.pair, args.prompt, n=args.n, seed=args.seed, stage=args.stage, out=args.out)
     for path in paths:  # stdout: the files, one per line (the prompt used is in adhoc.json beside them)
         print(path)
+
+
+def _sweep(args: argparse.Namespace) -> None:
+    from dreamsolo.sweeps.queue import declared_params, run_sweep
+    from dreamsolo.sweeps.report import write_report
+    from dreamsolo.sweeps.spec import load_sweep
+
+    root = repo_root()
+    if args.jobs < 1:
+        raise ValueError(f"-j/--jobs: expected at least 1, got {args.jobs}")
+    sweep = load_sweep(root, args.name, declared_params(root))
+    if args.check:
+        for p in sweep.points:
+            print(f"{p.name}  {p.label}")
+        return
+    if not args.report_only:
+        run_sweep(root, sweep, args.jobs)
+    dest = write_report(root, sweep)
+    print(dest / "index.html")

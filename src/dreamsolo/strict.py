@@ -142,6 +142,11 @@ def read_yaml(path: Path | str) -> Any:
     except UnicodeDecodeError as e:
         raise ParamsError(f"{name}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); "
                           "DVC reads params files as UTF-8") from None
+    return load_yaml_text(text, name)
+
+
+def load_yaml_text(text: str, name: str = "<text>") -> Any:
+    """`read_yaml` of text already read (a file as one git commit holds it)."""
     try:
         data = YAML(typ="safe").load(text)
     except DuplicateKeyError as e:

@@ -14,7 +14,7 @@ from dreamsolo.layout import TrainStage, check_id
 from dreamsolo.strict import ParamsError, build, read_yaml, suggest
 
 __all__ = ["CATEGORIES", "Dtype", "Evaluate", "Pair", "ParamsError", "Precision", "Prepare", "Preset",
-           "Prompts", "Sampling", "Study", "Tracking", "Train", "build", "load_study"]
+           "Prompts", "Sampling", "Study", "Tracking", "Train", "build", "load_study", "study_from"]
 
 STAGE_KEYS: tuple[TrainStage, ...] = ("train_scene", "train_instance")
 TOP_KEYS = ("model", "presets", "prompts", "classes", "pairs", "prepare", "priors", "train",
@@ -64,6 +64,10 @@ def _read(path: Path) -> dict:
         raw = read_yaml(path)  # as DVC reads it (YAML 1.2, duplicate keys refused)
     except FileNotFoundError:
         raise ParamsError(f"{path}: params file not found") from None
+    return _check_sections(raw, path)
+
+
+def _check_sections(raw: object, path: Path) -> dict:
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections")
     for key in raw:
@@ -115,7 +119,12 @@ def _classes_and_pairs(raw: dict) -> tuple[dict[str, str], dict[str, Pair]]:
 
 
 def load_study(root: Path, params_file: str = "params.yaml") -> Study:
-    raw = _read(root / params_file)
+    return study_from(root, _read(root / params_file))
+
+
+def study_from(root: Path, raw: dict, where: str = "params.yaml") -> Study:
+    """The study of an already-read params mapping (a sweep point's params, checked before it is queued)."""
+    raw = _check_sections(raw, root / where)
     name, preset = _preset(raw)
     classes, pairs = _classes_and_pairs(raw)
     # every pair's training settings, merged once: a bad train key fails now, not halfway through the study

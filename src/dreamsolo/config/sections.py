@@ -120,3 +120,5 @@ class Evaluate:
 @dataclass(frozen=True)
 class Tracking:
     log_weights: Literal["reference", "artifact"] = "reference"
+    sweep: str | None = None  # set per experiment by `dreamsolo sweep`: MLflow tags, no stage output
+    sweep_point: str | None = None

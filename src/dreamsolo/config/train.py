@@ -81,7 +81,7 @@ def _stage_section(raw: dict, stage: TrainStage) -> tuple[dict, dict]:
 
 
 def merge_train(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, preset: tuple[str, Preset]) -> Train:
-    """Merge train <- train_<stage>.defaults <- by_category[category] <- presets.<name>.<stage> <-
+    """Merge train <- train_<stage>.defaults <- presets.<name>.<stage> <- by_category[category] <-
     pairs.<id>.<stage>, then cap the steps by the preset's train_steps; a bad value is blamed on the
     layer that set it."""
     preset_name, preset_cfg = preset
@@ -89,9 +89,11 @@ def merge_train(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, preset: 
     known = [f.name for f in dataclasses.fields(Train)]
     # (where, overrides, merged for this pair?): every category's overrides are checked, so a typo
     # in a category no pair uses yet does not wait for the first such pair
+    # the preset's layer (what this model needs) under the category's (what this kind of subject
+    # needs on the study's model: what a sweep report's by_category block sets)
     layers = [("train", raw.get("train") or {}, True), (f"{stage}.defaults", defaults, True)]
-    layers += [(f"{stage}.by_category.{cat}", by_cat[cat] or {}, cat == pair.category) for cat in by_cat]
     layers += [(f"presets.{preset_name}.{stage}", getattr(preset_cfg, stage), True)]
+    layers += [(f"{stage}.by_category.{cat}", by_cat[cat] or {}, cat == pair.category) for cat in by_cat]
     layers += [(f"pairs.{pair_id}.{stage}", getattr(pair, stage), True)]
     merged: dict = {}
     origin: dict[str, str] = {}  # key -> the params layer that set it last, named in messages

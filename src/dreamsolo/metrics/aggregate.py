@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dreamsolo.metrics import METRICS, NOT_PRETRAINED_WARNING, random_warning
+from dreamsolo.metrics.method import DRIFT
 from dreamsolo.metrics.results import ALL_METRICS, PairResult, Scores, Stat
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ def _stat(values: Iterable[Any]) -> Stat:
 
 
 def _metric_block(df: pd.DataFrame) -> dict[str, Stat]:
-    return {m: _stat(df[m]) for m in METRICS if m in df.columns}
+    """Each metric's summary; the fine-tuned table's DRIFT column too (LPIPS to the base model's
+    sample, same seed), so a sweep reads a pair's class drift from its JSON, as DVC shows it."""
+    return {m: _stat(df[m]) for m in (*METRICS, DRIFT) if m in df.columns}
 
 
 def _values(x: Any) -> list[Any]:

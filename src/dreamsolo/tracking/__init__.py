@@ -141,6 +141,18 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+def sweep_tags(root: Path) -> dict[str, str]:
+    """`sweep` / `sweep_point` tags from params.yaml's tracking section, which `dreamsolo sweep` sets in
+    each experiment it queues (no stage depends on them: a point's stages can come from the run cache)."""
+    from dreamsolo.strict import read_yaml
+
+    try:
+        tracking = read_yaml(root / "params.yaml").get("tracking") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}  # the stage's own params check reports a broken file; tags are not worth a second error
+    return {k: str(tracking[k]) for k in ("sweep", "sweep_point") if tracking.get(k)}
+
+
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -200,7 +212,7 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     dvc_stage = f"{stage}@{key}" if key else stage
     phash = params_hash(params)
     tags = {"pair": pair or "", "stage": stage, "dvc_stage": dvc_stage, "params_hash": phash,
-            "git_commit": git_commit(root), "dreamsolo_cmd": " ".join(argv)}
+            "git_commit": git_commit(root), "dreamsolo_cmd": " ".join(argv), **sweep_tags(root)}
     if pair:
         tags["mlflow.parentRunId"] = _parent(client, exp_id, pair, {"pair": pair})
     if warning:
@@ -208,6 +220,9 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     older = client.search_runs(
         [exp_id], f"tags.dvc_stage = '{dvc_stage}' and tags.params_hash = '{phash}' "
         "and attributes.status = 'FINISHED'")
+    # an experiment's stage (a sweep point) replaces only the runs of that same point: the same
+    # stage params with another point's upstream settings is another result, not an older one
+    older = [r for r in older if r.data.tags.get("sweep_point") == tags.get("sweep_point")]
     run = mlflow.start_run(experiment_id=exp_id, run_name=dvc_stage, tags=tags)
     for r in older:  # same stage, same params: this run replaces them
         client.set_tag(r.info.run_id, "superseded_by", run.info.run_id)

@@ -1,0 +1,147 @@
+"""Running a sweep through DVC's experiment queue: each point is `dvc exp run --queue -n <name> -S ...
+evaluate@<pair>...`, the queue runs them `-j N` at a time (`dvc queue start`), and a point whose
+experiment already exists on this commit is not queued again. Stages whose inputs a point does not
+change are skipped (dvc.lock) or restored from DVC's run cache, as in any `dvc exp run`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dreamsolo.errors import UserError
+from dreamsolo.sweeps.spec import Point, Sweep
+from dreamsolo.tracking import tracking_uri
+
+POLL_S = 5.0
+
+
+class SweepRunError(UserError, RuntimeError):
+    """DVC refused to queue a point, or points failed: names them and where their logs are."""
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["dvc", *args], cwd=root, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise SweepRunError(f"dvc {' '.join(args[:3])} ... failed ({proc.returncode}): "
+                            f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+    return proc
+
+
+def declared_params(root: Path) -> set[str]:
+    """Every params key a stage of dvc.yaml depends on (templating resolved, as DVC resolves it)."""
+    from dvc.dependency.param import ParamsDependency
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {k for st in repo.index.stages for d in st.deps if isinstance(d, ParamsDependency)
+                for k in (d.params or [])}
+
+
+def finished(root: Path) -> set[str]:
+    """Names of the experiments of the current commit (a finished experiment has a git ref)."""
+    out = dvc(root, "exp", "list", "--name-only").stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def queue_states(root: Path) -> dict[str, str]:
+    """name -> Queued | Running | Success | Failed, for the tasks DVC's queue knows."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return {t["name"]: t["status"] for t in repo.experiments.celery_queue.status() if t.get("name")}
+
+
+@dataclass
+class Progress:
+    total: int
+    done: set[str] = field(default_factory=set)
+    failed: set[str] = field(default_factory=set)
+    pending: set[str] = field(default_factory=set)
+
+
+def plan(root: Path, sweep: Sweep) -> Progress:
+    """What is done (an experiment exists), queued or running (leave it), failed or missing (queue it)."""
+    names = {p.name for p in sweep.points}
+    done = finished(root) & names
+    states = queue_states(root)
+    waiting = {n for n in names - done if states.get(n) in ("Queued", "Running")}
+    return Progress(total=len(names), done=done, pending=waiting)
+
+
+def _queue(root: Path, point: Point, targets: list[str]) -> None:
+    args = ["exp", "run", "--queue", "-n", point.name]
+    for s in point.set_params():
+        args += ["-S", s]
+    dvc(root, *args, *targets)
+
+
+def queue_missing(root: Path, sweep: Sweep, progress: Progress) -> list[Point]:
+    todo = [p for p in sweep.points if p.name not in progress.done | progress.pending]
+    states = queue_states(root) if todo else {}
+    for point in tqdm(todo, desc=f"queue {sweep.name}", unit="point", disable=not todo):
+        if states.get(point.name) in ("Failed", "Success"):  # an old task of this name: forget it first
+            dvc(root, "queue", "remove", point.name, check=False)
+        _queue(root, point, sweep.targets)
+        progress.pending.add(point.name)
+    return todo
+
+
+def worker_env(root: Path) -> dict[str, str]:
+    """The queue's workers run each point in a copy of the repo under .dvc/tmp/exps: MLflow must log
+    to this study's store, not to a SQLite file inside that copy."""
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_TRACKING_URI", tracking_uri(root.resolve()))
+    return env
+
+
+def _start_workers(root: Path, jobs: int) -> None:
+    """`dvc queue start -j N`. Its workers outlive it and inherit its output: a pipe would make us wait
+    for them, so the output goes to a file (read back if the start itself fails)."""
+    log = root / ".dvc" / "tmp" / "dreamsolo-queue-start.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        rc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=worker_env(root),
+                            stdout=fh, stderr=subprocess.STDOUT).returncode
+    if rc != 0:
+        raise SweepRunError(f"dvc queue start -j {jobs} failed ({rc}): {log.read_text().strip()[-500:]}")
+
+
+def run_queue(root: Path, sweep: Sweep, progress: Progress, jobs: int) -> Progress:
+    """Start `jobs` workers and wait, with a progress bar of points done / total (tqdm's ETA)."""
+    names = {p.name for p in sweep.points}
+    if progress.pending:
+        _start_workers(root, jobs)
+    bar = tqdm(total=progress.total, initial=len(progress.done), desc=f"sweep {sweep.name}", unit="point")
+    with bar:
+        while progress.pending:
+            time.sleep(POLL_S)
+            states = queue_states(root)
+            now_done = {n for n in progress.pending if states.get(n) == "Success"}
+            now_failed = {n for n in progress.pending if states.get(n) == "Failed" or n not in states}
+            if now_done:  # Success in the queue and a ref in git: count it once the ref exists
+                now_done &= finished(root)
+            progress.done |= now_done
+            progress.failed |= now_failed - now_done
+            progress.pending -= now_done | now_failed
+            bar.update(len(now_done))
+            bar.set_postfix(failed=len(progress.failed), running=sum(states.get(n) == "Running" for n in names))
+    return progress
+
+
+def run_sweep(root: Path, sweep: Sweep, jobs: int = 1) -> Progress:
+    progress = plan(root, sweep)
+    queued = queue_missing(root, sweep, progress)
+    print(f"sweep {sweep.name}: {len(sweep.points)} points on {len(sweep.pairs)} pair(s); "
+          f"{len(progress.done)} done, {len(queued)} queued now, "
+          f"{len(progress.pending) - len(queued)} already queued", flush=True)
+    run_queue(root, sweep, progress, jobs)
+    if progress.failed:
+        names = sorted(progress.failed)
+        raise SweepRunError(f"sweep {sweep.name}: {len(names)} point(s) failed: {', '.join(names)} "
+                            f"(their logs: dvc queue logs {names[0]}); run the sweep again to retry them")
+    return progress

@@ -1,0 +1,104 @@
+"""A sweep's results, read from its DVC experiments: one row per (point, pair).
+
+The source is DVC, not MLflow: each experiment is a git commit holding the exact params.yaml and the
+pair JSONs that `evaluate` wrote (the same files `dvc exp show` and `dvc metrics diff` read), and a
+point whose stages all came from the run cache has them too, while it logged no MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dreamsolo.strict import load_yaml_text
+from dreamsolo.sweeps.spec import Sweep, get_key
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    path: tuple[str, ...]  # where in the pair JSON: ("by_kind", kind, metric) or ("pres",)
+    label: str
+    lower_is_better: bool
+    evaluator: str  # the metric name in the pair JSON's random_metrics
+
+
+# The subject-fidelity axis and the prompt-fidelity / drift axes of the trade-off (DESIGN.md's metrics).
+METRICS = (
+    Metric("lpips_instance", ("by_kind", "instance", "lpips_instance"),
+           "LPIPS of the <S> prompt's samples to the instance photo", True, "lpips_instance"),
+    Metric("class_drift", ("by_kind", "class_instance", "lpips_base"),
+           "class drift: LPIPS of the class prompt's samples to the base model's (same seed)", True, "lpips_base"),
+    Metric("scene_kept", ("by_kind", "scene", "lpips_scene"),
+           "LPIPS of the <V> scene prompt's samples to the scene photo (Stage I kept)", True, "lpips_scene"),
+    Metric("composed_instance", ("by_kind", "composed", "lpips_instance"),
+           "LPIPS of the composed prompt's samples to the instance photo", True, "lpips_instance"),
+    Metric("dino", ("by_kind", "instance", "dino"), "DINO of the <S> prompt's samples to the instance", False, "dino"),
+    Metric("clip_t", ("metrics", "clip_t"), "CLIP-T over all prompts", False, "clip_t"),
+    Metric("pres", ("pres",), "PRES (DINO of class samples to the instance; lower = prior kept)", True, "pres"),
+)
+BY_NAME = {m.name: m for m in METRICS}
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+def experiment_revs(root: Path) -> dict[str, str]:
+    """name -> commit of the experiments of HEAD (DVC keeps each as refs/exps/<baseline sha>/<name>)."""
+    head = _git(root, "rev-parse", "HEAD").strip()
+    out = _git(root, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps")
+    revs = {}
+    for line in out.splitlines():
+        ref, sha = line.split()
+        parts = ref.split("/")  # refs exps <2 chars> <38 chars> <name>
+        if len(parts) == 5 and parts[2] + parts[3] == head:
+            revs[parts[4]] = sha
+    return revs
+
+
+def _show(root: Path, rev: str, path: str) -> str:
+    return _git(root, "show", f"{rev}:{path}")
+
+
+def _stat(data: dict, path: tuple[str, ...]) -> dict[str, Any]:
+    node: Any = data
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else {"mean": None, "std": None, "n": 0}
+
+
+def _rows_of(root: Path, rev: str, sweep: Sweep, point: str, label: str) -> list[dict[str, Any]]:
+    params = load_yaml_text(_show(root, rev, "params.yaml"))
+    settings = {k: get_key(params, k)[1] for k in sweep.keys}
+    rows = []
+    for pair in sweep.pairs:
+        data = json.loads(_show(root, rev, f"reports/pairs/{pair}.json"))
+        row: dict[str, Any] = {"point": point, "label": label, "rev": rev[:7], "pair": pair,
+                               "category": data["category"], **settings}
+        random = set(data.get("random_metrics") or [])
+        for m in METRICS:
+            s = _stat(data, m.path)
+            row[m.name], row[f"{m.name}_std"], row[f"{m.name}_n"] = s["mean"], s["std"], s["n"]
+            row[f"{m.name}_random"] = m.evaluator in random
+        rows.append(row)
+    return rows
+
+
+def collect(root: Path, sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:
+    """(rows of every finished point, names of points without an experiment yet). The baseline (the
+    commit's own params and results) comes first as point `baseline`, for reference."""
+    revs = experiment_revs(root)
+    rows = _rows_of(root, "HEAD", sweep, "baseline", "params.yaml as committed")
+    missing = []
+    for p in sweep.points:
+        if p.name in revs:
+            rows += _rows_of(root, revs[p.name], sweep, p.name, p.label)
+        else:
+            missing.append(p.name)
+    return pd.DataFrame(rows), missing

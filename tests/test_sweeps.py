@@ -1,0 +1,180 @@
+"""Sweeps: sweeps.yaml checked key by key, and a 2x2 sweep on one pair through DVC's real queue
+(`dreamsolo sweep t -j 2`): four experiments, a report whose numbers are the experiments' metrics,
+MLflow runs tagged with the point, and a resumed sweep that reruns only the missing point."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dreamsolo.sweeps.queue import declared_params
+from dreamsolo.sweeps.spec import SweepError, load_sweep
+from studykit import REPO, make_study, mlflow_client, run
+
+GRID = """t:
+  pairs: [cat_grass]
+  grid:
+    train_instance.defaults.lr: [1.0e-5, 1.0e-4]
+    train_instance.defaults.prior_weight: [0.5, 1.0]
+"""
+
+
+def sweep_error(tmp_path: Path, text: str, name: str = "s", preset: str = "tiny") -> str:
+    root = make_study(tmp_path / "study", ["cat_grass", "cup_brick"], {"model.preset": preset}, git=True)
+    (root / "sweeps.yaml").write_text(text)
+    with pytest.raises(SweepError) as e:
+        load_sweep(root, name, declared_params(root))
+    return str(e.value)
+
+
+BAD = {
+    "unknown key": ("s:\n  grid:\n    train_instance.defaults.lrr: [1.0e-5, 1.0e-4]\n",
+                    "sweeps.yaml: s: point lrr=1e-05: train_instance.defaults.lrr: unknown key (did you mean 'lr'?)"),
+    "no such section": ("s:\n  grid:\n    trian.seed: [0, 1]\n", "sweeps.yaml: s: trian.seed: no such params key"),
+    "empty grid": ("s:\n  grid: {}\n", "sweeps.yaml: s.grid: empty grid"),
+    "empty values": ("s:\n  grid:\n    train.seed: []\n", "sweeps.yaml: s.grid.train.seed: empty list"),
+    "not read by a stage": ("s:\n  grid:\n    tracking.log_weights: [reference, artifact]\n",
+                            "sweeps.yaml: s: tracking.log_weights: no stage reads this key"),
+    "wrong type": ("s:\n  grid:\n    train.seed: [0, fast]\n",
+                   "sweeps.yaml: s: train.seed: value 'fast' is str, params.yaml has int (0)"),
+    "bad value": ("s:\n  grid:\n    train_instance.defaults.lr: [1.0e-5, -1.0]\n",
+                  "sweeps.yaml: s: point lr=-1: train_instance.defaults.lr: must be > 0"),
+    "unknown pair": ("s:\n  pairs: [cat_grss]\n  grid:\n    train.seed: [0, 1]\n",
+                     "sweeps.yaml: s.pairs: 'cat_grss' is not a pair of params.yaml (did you mean 'cat_grass'?)"),
+    "bad pairs": ("s:\n  pairs: plants\n  grid:\n    train.seed: [0, 1]\n",
+                  "sweeps.yaml: s.pairs: 'plants' is not `all`, a category"),
+    "grid and random": ("s:\n  grid: {train.seed: [0]}\n  random: {count: 2, space: {train.seed: [0, 1]}}\n",
+                        "sweeps.yaml: s: give exactly one of `grid` and `random`"),
+    "bad range": ("s:\n  random: {count: 2, space: {train_instance.defaults.lr: {low: 1.0, high: 0.1}}}\n",
+                  "sweeps.yaml: s.random.space.train_instance.defaults.lr: low and high must be numbers with low < high"),
+    "unknown sweep key": ("s:\n  gird: {train.seed: [0]}\n", "sweeps.yaml: s.gird: unknown key (did you mean 'grid'?)"),
+    "no such sweep": ("other:\n  grid: {train.seed: [0, 1]}\n", "sweeps.yaml: no sweep 's' (known: other)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_each_bad_sweep_file_gets_its_message(tmp_path, case):
+    text, start = BAD[case]
+    msg = sweep_error(tmp_path, text)
+    assert msg.startswith(start), msg
+    assert "\n" not in msg
+
+
+def test_a_key_a_higher_layer_overrides_is_refused_naming_the_layer(tmp_path):
+    """On toy, presets.toy.train_instance sets lr over train_instance.defaults: sweeping the defaults'
+    lr would make identical points."""
+    msg = sweep_error(tmp_path, "s:\n  grid:\n    train_instance.defaults.lr: [1.0e-5, 1.0e-4]\n", preset="toy")
+    assert msg.startswith("sweeps.yaml: s: train_instance.defaults.lr: every value gives the swept pairs the "
+                          "same settings (overridden by presets.toy.train_instance)"), msg
+    msg = sweep_error(tmp_path / "b", "s:\n  pairs: animal\n  grid:\n    train_instance.by_category.object.lr: [1.0e-5, 1.0e-4]\n")
+    assert "no swept pair is of category 'object'" in msg, msg
+
+
+def test_points_are_named_by_their_settings_and_random_search_is_seeded(tmp_path):
+    root = make_study(tmp_path / "study", ["cat_grass", "cup_brick"])
+    (root / "sweeps.yaml").write_text(
+        GRID + "r:\n  pairs: object\n  random:\n    count: 3\n    seed: 7\n    space:\n"
+        "      train_instance.defaults.lr: {low: 1.0e-6, high: 1.0e-4, log: true}\n"
+        "      train_instance.by_category.object.steps: [2, 3, 4]\n")
+    t = load_sweep(root, "t")
+    assert [p.settings for p in t.points] == [
+        {"train_instance.defaults.lr": lr, "train_instance.defaults.prior_weight": w}
+        for lr in (1e-5, 1e-4) for w in (0.5, 1.0)]
+    assert len({p.name for p in t.points}) == 4 and t.targets == ["evaluate@cat_grass"]
+    r1, r2 = load_sweep(root, "r"), load_sweep(root, "r")
+    assert r1.pairs == ("cup_brick",) and len(r1.points) == 3
+    assert [p.name for p in r1.points] == [p.name for p in r2.points]  # same seed, same points
+    assert all(1e-6 <= p.settings["train_instance.defaults.lr"] <= 1e-4 for p in r1.points)
+    # a key the file lacks (by_category.object has no steps) is added with Hydra's ++
+    assert "++train_instance.by_category.object.steps=" + str(r1.points[0].settings[
+        "train_instance.by_category.object.steps"]) in r1.points[0].set_params()
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """A one-pair tiny study, reproduced and committed, then `dreamsolo sweep t -j 2`."""
+    root = make_study(tmp_path_factory.mktemp("sweep") / "study", ["cat_grass"])
+    (root / ".gitignore").write_text("/mlflow.db\n/mlruns/\n/reports/sweeps/\n")
+    (root / "sweeps.yaml").write_text(GRID)
+    run(["git", "init", "-q"], root)
+    run(["dvc", "repro"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "study"], root)
+    first = run(["dreamsolo", "sweep", "t", "-j", "2"], root, timeout=1200)
+    return root, first
+
+
+def _exp_metrics(root: Path) -> dict[str, dict]:
+    import dvc.api
+
+    return {r["Experiment"]: r for r in dvc.api.exp_show(str(root)) if r.get("Experiment")}
+
+
+@pytest.mark.e2e
+def test_a_2x2_sweep_runs_four_experiments_and_the_report_reads_them(swept):
+    root, first = swept
+    assert "4 points on 1 pair(s); 0 done, 4 queued now" in first.stdout, first.stdout
+    names = {p.name for p in load_sweep(root, "t").points}
+    exps = _exp_metrics(root)
+    assert names <= set(exps)
+    df = pd.read_csv(root / "reports/sweeps/t/results.csv")
+    assert set(df["point"]) == names | {"baseline"} and len(df) == 5
+    for _, row in df[df["point"] != "baseline"].iterrows():
+        exp = exps[row["point"]]
+        assert exp["train_instance.defaults.lr"] == row["train_instance.defaults.lr"]
+        assert exp["train_instance.defaults.prior_weight"] == row["train_instance.defaults.prior_weight"]
+        for col, key in (("lpips_instance", "by_kind.instance.lpips_instance"),
+                         ("class_drift", "by_kind.class_instance.lpips_base"),
+                         ("scene_kept", "by_kind.scene.lpips_scene"), ("clip_t", "metrics.clip_t")):
+            assert math.isclose(row[col], exp[f"{key}.mean"], rel_tol=1e-9), (row["point"], col)
+            assert math.isclose(row[f"{col}_std"], exp[f"{key}.std"], rel_tol=1e-9), (row["point"], col)
+    # the points differ where they should: Stage II's lr changes what the <S> prompt draws
+    assert df["lpips_instance"].nunique() > 1
+    page = (root / "reports/sweeps/t/index.html").read_text()
+    assert "by_category block" in page and "random evaluators" in page and "metrics_vs_lr.png" in page
+    assert (root / "reports/sweeps/t/tradeoff.png").stat().st_size > 5000
+
+
+@pytest.mark.e2e
+def test_each_point_is_tagged_in_mlflow_and_the_report_is_one_run(swept):
+    root, _ = swept
+    client, exp_id = mlflow_client(root)
+    runs = client.search_runs([exp_id], "tags.sweep = 't'")
+    points = {p.name: p.label for p in load_sweep(root, "t").points}
+    trained = [r for r in runs if r.data.tags["stage"] == "train_instance"]
+    assert sorted(r.data.tags["sweep_point"] for r in trained) == sorted(f"{n}: {lab}" for n, lab in points.items())
+    reports = [r for r in runs if r.data.tags["stage"] == "sweep_report"]
+    assert len(reports) == 1
+    arts = {a.path for a in client.list_artifacts(reports[0].info.run_id, "sweeps/t")}
+    assert {"sweeps/t/index.html", "sweeps/t/index.md", "sweeps/t/by_category.yaml"} <= arts
+
+
+@pytest.mark.e2e
+def test_an_interrupted_sweep_resumes_with_only_the_missing_point(swept):
+    root, _ = swept
+    sweep = load_sweep(root, "t")
+    gone = sweep.points[1].name
+    before = {n: r["rev"] for n, r in _exp_metrics(root).items()}
+    run(["dvc", "exp", "remove", gone], root)  # as if the sweep had stopped before this point finished
+    shutil.rmtree(root / "reports/sweeps/t")
+    again = run(["dreamsolo", "sweep", "t", "-j", "2"], root, timeout=1200)
+    assert "3 done, 1 queued now" in again.stdout, again.stdout
+    after = {n: r["rev"] for n, r in _exp_metrics(root).items()}
+    assert {n: after[n] for n in before if n != gone} == {n: before[n] for n in before if n != gone}
+    assert gone in after
+    log = run(["dvc", "queue", "logs", gone], root).stdout
+    # its Stage II had run once already: restored from DVC's run cache, not retrained
+    assert "Stage 'train_instance@cat_grass' is cached - skipping run" in log, log[-2000:]
+    assert "Running stage 'train_instance@cat_grass'" not in log
+    assert len(pd.read_csv(root / "reports/sweeps/t/results.csv")) == 5
+
+
+def test_the_shipped_sweeps_are_valid():
+    from dreamsolo.sweeps.spec import load_sweeps
+
+    sweeps = load_sweeps(REPO, declared_params(REPO))
+    assert "lr_steps" in sweeps and len(sweeps["lr_steps"].points) >= 4

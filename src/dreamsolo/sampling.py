@@ -71,14 +71,14 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def generate(
     pipe, prompts: Sequence[str], seeds: Sequence[int], *, steps: int, guidance_scale: float,
-    resolution: int, batch_size: int, desc: str = "sampling",
+    resolution: int, batch_size: int, desc: str = "sampling", quiet: bool = False,
 ) -> list[Image.Image]:
     """One image per (prompt, seed), in order, in batches of `batch_size`."""
     if len(prompts) != len(seeds):
         raise ValueError("one seed per prompt")
     dev = pipe.device
     images: list[Image.Image] = []
-    with tqdm(total=len(prompts), desc=desc, unit="img") as bar:
+    with tqdm(total=len(prompts), desc=desc, unit="img", disable=quiet) as bar:
         for start in range(0, len(prompts), batch_size):
             chunk = slice(start, start + batch_size)
             gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds[chunk]]

@@ -1,5 +1,5 @@
-"""The training stages' settings: `train` <- `train_<stage>.defaults` <- `by_category` <- the preset's
-`train_<stage>` <- the pair, merged once per (pair, stage) when the params load."""
+"""The training stages' settings: `train` <- `train_<stage>.defaults` <- the preset's `train_<stage>` <-
+`by_category` <- the pair, merged once per (pair, stage) when the params load."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from dreamsolo.strict import ParamsError, blame, build, non_negative, positive, 
 
 @dataclass(frozen=True)
 class Train:
-    """One training stage's settings after merging: train <- train_<stage> <- by_category <- preset <- pair."""
+    """One training stage's settings after merging: train <- train_<stage> <- preset <- by_category <- pair."""
 
     steps: int
     lr: float
@@ -43,6 +43,12 @@ class Train:
     gradient_checkpointing: bool = False
     allow_tf32: bool = True
     use_8bit_adam: bool = False
+    eval_every: int | None = None  # steps between evaluations of the model in training; None = off
+    eval_images: int = 2  # seeds per evaluated prompt
+    stop: Literal["fixed", "adaptive"] = "fixed"  # adaptive: stop early on the evaluations (training/evals.py)
+    stop_patience: int = 2  # evaluations without a fidelity gain of stop_min_delta before stopping
+    stop_min_delta: float = 0.005
+    stop_max_drift: float = 0.35  # class drift (LPIPS to the base model's class samples) that stops training
 
     def validate(self, where: str) -> None:
         positive(where, steps=self.steps, lr=self.lr, batch_size=self.batch_size,
@@ -52,6 +58,11 @@ class Train:
                  adam_epsilon=self.adam_epsilon, max_grad_norm=self.max_grad_norm)
         if not 0 <= self.lora_dropout < 1:
             raise ParamsError(f"{where}.lora_dropout: must be in [0, 1), got {self.lora_dropout}")
+        positive(where, eval_every=self.eval_every, eval_images=self.eval_images,
+                 stop_patience=self.stop_patience, stop_max_drift=self.stop_max_drift)
+        non_negative(where, stop_min_delta=self.stop_min_delta)
+        if self.stop == "adaptive" and self.eval_every is None:
+            raise ParamsError(f"{where}.stop: adaptive stops on the evaluations; set eval_every too")
         if self.method == "lora" and not self.lora_targets:
             raise ParamsError(f"{where}.lora_targets: LoRA needs at least one target module")
         non_negative(where, prior_weight=self.prior_weight, replay_weight=self.replay_weight,

@@ -31,7 +31,8 @@ __all__ = ["build_report", "pair_grid"]
 PLOT_FILES = {"plot_metrics": "metrics.png", "plot_loss": "loss.png", "plot_kinds": "kinds.png"}
 PLOT_CAPTIONS = {
     "plot_metrics": "Per-pair metrics, mean ± std over samples; dashed: DreamBooth reference (context)",
-    "plot_loss": "Training loss of both stages per pair (solid: total, dotted: prior term)",
+    "plot_loss": "Training loss of both stages per pair (solid: total, dotted: prior term); where train "
+                 "eval_every is set, right axis: LPIPS of the stage's prompt to its photo (filled) and class drift (hollow)",
     "plot_kinds": "Metrics by prompt kind, all pairs pooled",
 }
 Prompts = tuple[tuple[str, str], ...]

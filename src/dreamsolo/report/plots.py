@@ -72,6 +72,7 @@ def loss_curves(logs: dict[str, dict[str, pd.DataFrame | None]], path: Path,
             ax.plot(steps, log["loss"], lw=1.2, color=STAGE_COLORS[stage])
             if "loss_prior" in log and log["loss_prior"].notna().any():
                 ax.plot(steps, log["loss_prior"], lw=0.8, ls=":", color=STAGE_COLORS[stage])
+            _eval_points(ax, log, offset, STAGE_COLORS[stage])
             offset = float(steps.max())
             if stage == "scene":
                 ax.axvline(offset, color="#999", lw=0.8, ls="--")
@@ -82,6 +83,20 @@ def loss_curves(logs: dict[str, dict[str, pd.DataFrame | None]], path: Path,
                for s in STAGE_COLORS for what, lw, ls in (("loss (total)", 1.2, "-"), ("prior term", 0.8, ":"))]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
     return _save(fig, path, "Training loss per pair (Stage I scene → Stage II instance)", warning)
+
+
+def _eval_points(ax: Axes, log: pd.DataFrame, offset: float, color: str) -> None:
+    """Evaluations during training (train.eval_every), on a right-hand LPIPS axis: fidelity of the
+    stage's prompt to its photo (filled) and class drift (hollow)."""
+    if "eval_fidelity" not in log or not log["eval_fidelity"].notna().any():
+        return
+    ev = log[log["eval_fidelity"].notna()]
+    right = getattr(ax, "_dreamsolo_right", None) or ax.twinx()
+    ax._dreamsolo_right = right  # one right axis per pair, shared by both stages
+    right.plot(ev["step"] + offset, ev["eval_fidelity"], "o-", ms=3, lw=0.8, color=color)
+    right.plot(ev["step"] + offset, ev["eval_class_drift"], "o--", ms=3, lw=0.8, mfc="none", color=color)
+    right.set_ylabel("LPIPS (evaluations)", fontsize=7)
+    right.tick_params(labelsize=7)
 
 
 def metric_by_kind(by_kind: pd.DataFrame, base: pd.DataFrame, path: Path, warning: str | None = None) -> Path:

@@ -66,6 +66,9 @@ def run(study: Study, pair_id: str | None, stage: TrainStage) -> dict:
         summary = train_stage(inp, cfg, log=lambda step, m: run_.metrics(m, step=step),
                               desc=f"{SUBDIR[stage]} {pair_id}")
         run_.metrics({k: summary[k] for k in ("seconds", "s_per_step", "resumed_from")})
+        if "evaluation" in summary:  # which step the run stopped at, and why (the adaptive rule's record)
+            run_.metrics({"stopped_at": summary["evaluation"]["stopped_at"]})
+            run_.tags({"stop_reason": summary["evaluation"]["reason"]})
         with atomic_file(train_log(study.root, pair_id, stage)) as tmp:  # `dvc plots show` draws the losses
             shutil.copyfile(inp.out_dir / "train_log.csv", tmp)
         run_.artifact(inp.out_dir / "train_log.csv")

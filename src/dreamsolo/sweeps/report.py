@@ -14,7 +14,7 @@ from dreamsolo.strict import read_yaml
 from dreamsolo.sweeps import plots
 from dreamsolo.sweeps.results import METRICS, collect
 from dreamsolo.sweeps.spec import Sweep
-from dreamsolo.sweeps.summary import (best, by_category, category_block, rule_text, study_wide,
+from dreamsolo.sweeps.summary import (best, by_category, category_block, directions, rule_text, study_wide,
                                       table_rows)
 
 SHOWN = ["lpips_instance", "class_drift", "scene_kept", "composed_instance", "dino", "clip_t"]
@@ -56,6 +56,10 @@ def _sections(df: pd.DataFrame, cats: pd.DataFrame, sweep: Sweep, chosen: dict, 
     hb = ["", "best point", "experiment", "lpips_instance", "class_drift", "within the bound"]
     out.append(("table", "Best per category", (["category", *hb[1:]], _best_cells(chosen["category"]))))
     out.append(("table", "Best per pair", (["pair", *hb[1:]], _best_cells(chosen["pair"]))))
+    dirs = directions(cats, sweep)
+    if dirs:
+        out.append(("table", "Directions: the lowest against the highest value of each key",
+                    (["key", "category", "metric", "value", "mean", "change", "moved"], dirs)))
     out.append(("pre", "by_category block for params.yaml", block))
     wide = study_wide(sweep)
     if wide:

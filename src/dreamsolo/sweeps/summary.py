@@ -124,3 +124,23 @@ def table_rows(table: pd.DataFrame, sweep: Sweep, metrics: list[str]) -> tuple[l
         cells.append([str(r["point"]), *(fmt_value(_plain(r[k])) for k in sweep.keys),
                       *(fmt(_plain(r[m]), _plain(r[f"{m}_std"])) for m in metrics)])
     return header, cells
+
+
+def directions(cats: pd.DataFrame, sweep: Sweep, metrics: tuple[str, ...] = (SUBJECT, DRIFT)) -> list[list[str]]:
+    """Per numeric swept key and category: each metric at the key's lowest and highest value (mean over
+    the points there: a marginal over the other keys) and the change between them."""
+    rows = []
+    points = cats[cats["point"] != "baseline"]
+    for key in sweep.keys:
+        values = [v for v in points[key].dropna().unique() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if len(values) < 2:
+            continue
+        lo, hi = min(values), max(values)
+        for cat, g in points.groupby("category", sort=False):
+            for m in metrics:
+                a, b = g[g[key] == lo][m].mean(), g[g[key] == hi][m].mean()
+                word = "closer" if m == SUBJECT else "further from the base"
+                moved = (b < a) if m == SUBJECT else (b > a)
+                rows.append([short_key(key), str(cat), m, f"{fmt_value(_plain(lo))} → {fmt_value(_plain(hi))}",
+                             f"{a:.3f} → {b:.3f}", f"{b - a:+.3f}", word if moved else "no"])
+    return rows

@@ -24,13 +24,14 @@ from dreamsolo.config import Train
 from dreamsolo.errors import UserError
 from dreamsolo.files import atomic_dir
 from dreamsolo.training import checkpoint
+from dreamsolo.training.evals import EVAL_FIELDS, StepEvaluator, adaptive_stop
 from dreamsolo.training.inputs import Cached, StageInputs, cache_inputs, make_batch
 from dreamsolo.training.loss import Groups, dreambooth_loss
 from dreamsolo.training.trainable import (autocast, check_device, grad_scaler, make_optimizer, prepare_model,
                                       save_trained)
 
 LogFn = Callable[[int, dict[str, float]], None]
-FIELDS = ["step", "loss", "loss_instance", "loss_prior", "loss_replay", "lr"]
+FIELDS = ["step", "loss", "loss_instance", "loss_prior", "loss_replay", "lr", *EVAL_FIELDS]
 # Summary keys that describe this run, not its result: returned and logged to MLflow, kept out of the
 # DVC out (train_meta.json), so the same inputs always write the same bytes wherever and however it ran.
 RUN_ONLY = ("seconds", "s_per_step", "resumed_from")
@@ -157,22 +158,30 @@ def _resume(s: Session, inp: StageInputs, cfg: Train, fp: str) -> tuple[int, lis
 
 
 def _loop(s: Session, inp: StageInputs, cfg: Train, fp: str, start: int, history: list[dict],
-          log: LogFn | None) -> None:
+          log: LogFn | None, evaluate: StepEvaluator | None = None) -> str | None:
+    """Train from `start`; returns the adaptive rule's reason when it stopped early, else None."""
     with stop_signals() as stop, tqdm(total=cfg.steps, initial=start, desc=s.desc, unit="step") as bar:
         for step in range(start + 1, cfg.steps + 1):
             sums = train_step(s, cfg, step)
             row = {"step": step, **{k: round(v, 6) for k, v in sums.items()}, "lr": s.lr_scheduler.get_last_lr()[0]}
+            if evaluate and (step % cfg.eval_every == 0 or step == cfg.steps):
+                row.update(evaluate())
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss']:.4f}")
-            if log and (step % cfg.log_every == 0 or step == cfg.steps):
+            if log and (step % cfg.log_every == 0 or step == cfg.steps or "eval_fidelity" in row):
                 log(step, {k: v for k, v in row.items() if k != "step"})
+            reason = adaptive_stop(history, cfg) if cfg.stop == "adaptive" and "eval_fidelity" in row else None
+            if reason:
+                tqdm.write(f"{s.desc}: adaptive stop: {reason}")
+                return reason
             if (step % cfg.checkpoint_every == 0 and step < cfg.steps) or stop["sig"]:
                 checkpoint.save(inp.ckpt_dir, step, fp, s.trainable, s.optimizer, s.lr_scheduler, s.gen,
                                 cfg.keep_checkpoints, history=history, scaler=s.scaler)
             if stop["sig"]:
                 raise Interrupted(f"{s.desc}: stopped by {signal.Signals(stop['sig']).name} at step {step}; "
                                   f"checkpoint saved in {inp.ckpt_dir}, the next run resumes there")
+    return None
 
 
 def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc: str = "train") -> dict:
@@ -180,17 +189,27 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
     s = setup(inp, cfg, desc)
     fp = fingerprint(inp, cfg)
     start, history = _resume(s, inp, cfg, fp)
+    evaluate, at_start = None, {}
+    if cfg.eval_every:
+        evaluate = StepEvaluator.build(s.pipe, inp.image, inp.prompt, inp.prior_latents, inp.prior_prompt, cfg)
+        at_start = evaluate() if start == 0 else {}  # the start weights: where the curves begin (and the dtype floor of the drift)
+        if log:
+            log(0, at_start)
     t0 = time.perf_counter()
-    _loop(s, inp, cfg, fp, start, history, log)
+    reason = _loop(s, inp, cfg, fp, start, history, log, evaluate)
+    done = history[-1]["step"] if history else cfg.steps
     bad = [k for k, p in s.trainable.items() if not torch.isfinite(p).all()]
     if bad:  # a finite last loss does not prove the last optimizer step kept the weights finite
-        raise _diverged(s, cfg, f"{len(bad)} trained tensors are not finite after step {cfg.steps} (e.g. {bad[0]})")
+        raise _diverged(s, cfg, f"{len(bad)} trained tensors are not finite after step {done} (e.g. {bad[0]})")
     seconds = time.perf_counter() - t0
-    summary = {"steps": cfg.steps, "resumed_from": start, "seconds": round(seconds, 3),
+    summary = {"steps": done, "resumed_from": start, "seconds": round(seconds, 3),
                "s_per_step": round(seconds / max(cfg.steps - start, 1), 5), "device": str(s.dev),
                "final": history[-1] if history else {}, "settings": dataclasses.asdict(cfg),
                "init": str(inp.init_dir), "prompt": inp.prompt, "prior_prompt": inp.prior_prompt,
                "replay_prompt": inp.replay_prompt}
+    if cfg.eval_every:
+        summary["evaluation"] = {"at_start": at_start, "stop": cfg.stop, "stopped_at": done,
+                                 "reason": reason or f"ran all {cfg.steps} steps"}
     s.pipe.unet.eval()
     with atomic_dir(inp.out_dir) as tmp:
         save_trained(s.pipe, cfg, inp.init_dir, tmp, inp.out_dir)

@@ -11,15 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dreamsolo.sweeps.results import BY_NAME  # noqa: E402
-from dreamsolo.sweeps.spec import Sweep, short_key  # noqa: E402
-from dreamsolo.sweeps.summary import DRIFT, SUBJECT, pooled  # noqa: E402
+from dreamsolo.sweeps.spec import Sweep, fmt_value, short_key  # noqa: E402
+from dreamsolo.sweeps.summary import DRIFT, SUBJECT, _plain, pooled  # noqa: E402
 
 CURVES = ("lpips_instance", "class_drift", "scene_kept", "composed_instance", "clip_t")
 COLORS = {"object": "tab:blue", "animal": "tab:orange", "human": "tab:green"}
 
 
 def _numeric(values: pd.Series) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    return all(pd.api.types.is_number(v) and not pd.api.types.is_bool(v) for v in values)
 
 
 def metric_curves(df: pd.DataFrame, sweep: Sweep, key: str, out: Path) -> Path:
@@ -45,8 +45,8 @@ def metric_curves(df: pd.DataFrame, sweep: Sweep, key: str, out: Path) -> Path:
         ax.set_ylabel(("lower" if m.lower_is_better else "higher") + " = better", fontsize=8)
         if _numeric(pd.Series(xs)) and len(xs) > 2 and min(xs) > 0 and max(xs) / min(xs) > 8:
             ax.set_xscale("log")
-        if not _numeric(pd.Series(xs)):
-            ax.set_xticks(list(pos.values()), [str(v) for v in xs])
+        ax.set_xticks(list(pos.values()), [fmt_value(_plain(v)) for v in xs])  # the swept values, nothing else
+        ax.minorticks_off()
     axes[0][0].legend(fontsize=8)
     fig.suptitle(f"sweep {sweep.name}: metrics against {key} (mean ± std over samples; faint: pairs)", fontsize=10)
     fig.tight_layout()

@@ -53,7 +53,17 @@ def queue_states(root: Path) -> dict[str, str]:
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
-        return {t["name"]: t["status"] for t in repo.experiments.celery_queue.status() if t.get("name")}
+        tasks = [t for t in repo.experiments.celery_queue.status() if t.get("name")]
+    # a name queued again keeps its old task's record too: the newest task is the point's state
+    tasks.sort(key=lambda t: str(t.get("timestamp") or ""))
+    return {t["name"]: t["status"] for t in tasks}
+
+
+def workers_alive(root: Path) -> int:
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return len(repo.experiments.celery_queue.worker_status())
 
 
 @dataclass
@@ -120,10 +130,17 @@ def run_queue(root: Path, sweep: Sweep, progress: Progress, jobs: int) -> Progre
     if progress.pending:
         _start_workers(root, jobs)
     bar = tqdm(total=progress.total, initial=len(progress.done), desc=f"sweep {sweep.name}", unit="point")
+    idle = 0
     with bar:
         while progress.pending:
             time.sleep(POLL_S)
             states = queue_states(root)
+            # DVC's workers can stop with tasks still queued (a stale `dvc queue stop` in its broker shuts
+            # new workers down): points waiting with no worker alive get workers again
+            idle = idle + 1 if not any(states.get(n) == "Running" for n in progress.pending) else 0
+            if idle >= 3 and workers_alive(root) == 0:
+                _start_workers(root, jobs)
+                idle = 0
             now_done = {n for n in progress.pending if states.get(n) == "Success"}
             now_failed = {n for n in progress.pending if states.get(n) == "Failed" or n not in states}
             if now_done:  # Success in the queue and a ref in git: count it once the ref exists

@@ -132,7 +132,7 @@ def directions(cats: pd.DataFrame, sweep: Sweep, metrics: tuple[str, ...] = (SUB
     rows = []
     points = cats[cats["point"] != "baseline"]
     for key in sweep.keys:
-        values = [v for v in points[key].dropna().unique() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        values = [v for v in points[key].dropna().unique() if pd.api.types.is_number(v) and not pd.api.types.is_bool(v)]
         if len(values) < 2:
             continue
         lo, hi = min(values), max(values)

@@ -20,7 +20,9 @@ PAIR = "hopper_gravel"  # human: gentlest Stage II defaults; instance photo is R
 def study(tmp_path_factory):
     from dreamsolo.config import load_study
 
-    root = make_study(tmp_path_factory.mktemp("stages") / "study", [PAIR])
+    # a human category setting (the seed study's SD finding), to see it reach Stage II
+    root = make_study(tmp_path_factory.mktemp("stages") / "study", [PAIR],
+                      {"train_instance.by_category.human": {"lr": 1e-6, "steps": 200}})
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     yield load_study(root)
@@ -98,7 +100,7 @@ def test_train_instance_starts_from_stage_one_with_replay(study, ran):
     assert meta["init"] == "../scene" and not {"seconds", "s_per_step", "resumed_from"} & set(meta)
     names = [json.loads(p.read_text()).get("_name_or_path") for p in out.rglob("*.json")]
     assert "../../scene/unet" in names and not any(str(study.root) in str(n) for n in names)
-    assert summary["settings"]["lr"] == 1e-6  # the human category default
+    assert summary["settings"]["lr"] == 1e-6  # the human category's setting
     rows = list(csv.DictReader(open(study.root / "models" / PAIR / "instance/train_log.csv")))
     assert all(float(r["loss_replay"]) > 0 for r in rows), "scene replay is on by default"
     scene, inst = _unet(study.root / "models" / PAIR / "scene"), _unet(study.root / "models" / PAIR / "instance")

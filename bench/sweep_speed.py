@@ -6,8 +6,8 @@
 Builds a copy of the study (the given pairs) in a temporary git repo, `dvc repro`s it, then per job
 count runs a fresh sweep of `--points` Stage II learning rates. Per point: the experiment's wall time
 (queue to ref, from the sweep command's clock / points), the time its stages ran (the MLflow runs
-tagged with the point: start to end), and the difference: DVC's queue, workspace copy, checkout
-and lock/commit work. Writes bench/out/sweep_speed.json.
+tagged with the point: start to end), and the difference: DVC's queue, workspace copy, checkout,
+lock/commit work and the stage processes' start-up. Writes bench/out/sweep_speed.json.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ def main() -> None:
     from studykit import make_study, run
 
     pairs = a.pairs.split(",")
-    lrs = [round(3e-5 * 1.6 ** i, 7) for i in range(a.points)]
+    # each job count gets its own learning rates: equal settings would come from the run cache
+    lrs = {j: [round(3e-5 * 1.6 ** i * 1.05 ** k, 8) for i in range(a.points)] for k, j in enumerate(a.jobs.split(","))}
     key = f"presets.{a.preset}.train_instance.lr" if a.preset == "toy" else "train_instance.defaults.lr"
     out: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -60,7 +61,7 @@ def main() -> None:
             real = read_yaml(ROOT / "params.yaml")
             edit_params(root, {"priors": real["priors"], "sample": real["sample"], "prompts": real["prompts"],
                                "train.log_every": real["train"]["log_every"]})
-        sweeps = "".join(f"j{j}:\n  pairs: {pairs}\n  grid:\n    {key}: {lrs}\n"
+        sweeps = "".join(f"j{j}:\n  pairs: {pairs}\n  grid:\n    {key}: {lrs[j]}\n"
                          for j in a.jobs.split(","))
         (root / "sweeps.yaml").write_text(sweeps)
         (root / ".gitignore").write_text("/mlflow.db\n/mlruns/\n/reports/sweeps/\n")

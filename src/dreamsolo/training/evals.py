@@ -13,7 +13,6 @@ with evaluation on or off. Its cost is the sampling: 2 x eval_images images per 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,28 +27,35 @@ EVAL_FIELDS = ("eval_fidelity", "eval_class_drift")
 @dataclass
 class StepEvaluator:
     pipe: object
+    sampler: object  # DPM-Solver++ from the pipeline's config, as the priors were drawn
     prompt: str
     prior_prompt: str
     seeds: list[int]
-    priors: list[Image.Image]
-    photo: Image.Image
     steps: int
     guidance_scale: float
     lpips: object
     resolution: int
+    photo_features: object  # LPIPS trunk features of the stage's photo and of the priors: fixed,
+    prior_features: object  # so computed once, not at every evaluation
 
     @classmethod
     def build(cls, pipe, image: Path, prompt: str, prior_latents: Path, prior_prompt: str, cfg: Train) -> StepEvaluator:
-        from dreamsolo.metrics.lpips_metric import load_lpips
+        from diffusers import DPMSolverMultistepScheduler
+
+        from dreamsolo.metrics.lpips_metric import load_lpips, to_lpips_tensor
 
         folder = prior_latents.parent
         manifest = json.loads((folder / "manifest.json").read_text())
         n = min(cfg.eval_images, len(manifest["files"]))
         photo = Image.open(image).convert("RGB")
-        return cls(pipe=pipe, prompt=prompt, prior_prompt=prior_prompt, seeds=list(manifest["seeds"][:n]),
-                   priors=[Image.open(folder / f).convert("RGB") for f in manifest["files"][:n]], photo=photo,
-                   steps=int(manifest["steps"]), guidance_scale=float(manifest["guidance_scale"]),
-                   lpips=load_lpips("alex", True, pipe.device), resolution=photo.width)
+        size = (photo.width, photo.width)
+        lp = load_lpips("alex", True, pipe.device)
+        priors = [Image.open(folder / f).convert("RGB") for f in manifest["files"][:n]]
+        return cls(pipe=pipe, sampler=DPMSolverMultistepScheduler.from_config(pipe.scheduler.config), prompt=prompt,
+                   prior_prompt=prior_prompt, seeds=list(manifest["seeds"][:n]), steps=int(manifest["steps"]),
+                   guidance_scale=float(manifest["guidance_scale"]), lpips=lp, resolution=photo.width,
+                   photo_features=lp.features(to_lpips_tensor([photo], size)),
+                   prior_features=lp.features(to_lpips_tensor(priors, size)))
 
     def _sample(self, prompt: str) -> list[Image.Image]:
         from dreamsolo.sampling import generate
@@ -59,31 +65,24 @@ class StepEvaluator:
                         batch_size=len(self.seeds), desc="eval", quiet=True)
 
     def __call__(self) -> dict[str, float]:
-        from diffusers import DPMSolverMultistepScheduler
+        from dreamsolo.metrics.lpips_metric import to_lpips_tensor
 
         pipe = self.pipe
         modes, scheduler = (pipe.unet.training, pipe.text_encoder.training), pipe.scheduler
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(scheduler.config)  # as the priors were drawn
+        pipe.scheduler = self.sampler
         pipe.unet.eval()
         pipe.text_encoder.eval()
         try:
             with torch.random.fork_rng(devices=[]), torch.inference_mode():
                 own, cls_imgs = self._sample(self.prompt), self._sample(self.prior_prompt)
                 size = (self.resolution, self.resolution)
-                ref = self.lpips.features(_tensor([self.photo], size))
-                fidelity = self.lpips.distances_to(own, [ref], size)[0]
-                drift = self.lpips.paired(cls_imgs, self.priors, size)
+                fidelity = self.lpips.distance(self.lpips.features(to_lpips_tensor(own, size)), self.photo_features)
+                drift = self.lpips.distance(self.lpips.features(to_lpips_tensor(cls_imgs, size)), self.prior_features)
         finally:
             pipe.scheduler = scheduler
             pipe.unet.train(modes[0])
             pipe.text_encoder.train(modes[1])
         return {"eval_fidelity": round(fidelity.mean().item(), 6), "eval_class_drift": round(drift.mean().item(), 6)}
-
-
-def _tensor(images: Sequence[Image.Image], size: tuple[int, int]) -> torch.Tensor:
-    from dreamsolo.metrics.lpips_metric import to_lpips_tensor
-
-    return to_lpips_tensor(images, size)
 
 
 def adaptive_stop(history: list[dict], cfg: Train) -> str | None:
@@ -98,11 +97,15 @@ def adaptive_stop(history: list[dict], cfg: Train) -> str | None:
     if last["eval_class_drift"] > cfg.stop_max_drift:
         return (f"class drift {last['eval_class_drift']:.3f} passed stop_max_drift {cfg.stop_max_drift:g} "
                 f"at step {last['step']}")
-    best_i = min(range(len(evals)), key=lambda i: evals[i]["eval_fidelity"])
-    improved = [i for i in range(1, len(evals))
-                if evals[i]["eval_fidelity"] < min(e["eval_fidelity"] for e in evals[:i]) - cfg.stop_min_delta]
-    since = len(evals) - 1 - (improved[-1] if improved else 0)
+    best, best_step, since = evals[0]["eval_fidelity"], evals[0]["step"], 0
+    for e in evals[1:]:  # evaluations since the last gain of more than min_delta on the best so far
+        if e["eval_fidelity"] < best - cfg.stop_min_delta:
+            since = 0
+        else:
+            since += 1
+        if e["eval_fidelity"] < best:
+            best, best_step = e["eval_fidelity"], e["step"]
     if since >= cfg.stop_patience:
         return (f"LPIPS to the photo did not improve by {cfg.stop_min_delta:g} in {since} evaluations "
-                f"(best {evals[best_i]['eval_fidelity']:.3f} at step {evals[best_i]['step']}); stopped at step {last['step']}")
+                f"(best {best:.3f} at step {best_step}); stopped at step {last['step']}")
     return None

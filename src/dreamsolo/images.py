@@ -273,10 +273,28 @@ def prepare_pair(root: Path, pair_id: str, resolution: int, crop: Literal["cente
         source = Path("data", "pairs", pair_id, path.name).as_posix()
         warn_if_blank(out, source, load_meta["alpha_on_white"])
         prepared[role] = out, {**load_meta, **prep_meta, "source": source, "file": f"{role}.png"}
+    mask, mask_meta = _instance_mask(src_dir, prepared["instance"][1], resolution, crop, min_size)
     with atomic_dir(out_dir) as tmp:
         for role, (img, _) in prepared.items():
             img.save(tmp / f"{role}.png")
+        if mask is not None:
+            mask.save(tmp / "instance_mask.png")
         write_json(tmp / "meta.json", {"pair": pair_id, "resolution": resolution, "crop": crop,
                                        "min_size": min_size,
-                                       **{role: meta for role, (_, meta) in prepared.items()}})
+                                       **{role: meta for role, (_, meta) in prepared.items()},
+                                       "instance_mask": mask_meta})
     return out_dir
+
+
+def _instance_mask(src_dir: Path, meta: dict[str, Any], resolution: int, crop: Literal["center", "none"],
+                   min_size: int) -> tuple[Image.Image | None, dict[str, Any] | None]:
+    """The prepared instance mask (dreamsolo.masks) and its record, or (None, None) without one."""
+    from dreamsolo import masks
+
+    photo = src_dir / Path(meta["source"]).name
+    found = masks.raw_mask(photo, masks.find_mask_file(src_dir), _show)
+    if found is None:
+        return None, None
+    raw, origin = found
+    mask, info = masks.prepare_mask(raw, tuple(meta["decoded_size"]), resolution, crop, min_size)
+    return mask, {"source": origin, "file": "instance_mask.png", **info}

@@ -18,7 +18,7 @@ from PIL import Image
 from dreamsolo.report import floor
 from studykit import make_study
 
-PARTIAL = ("random evaluators, numbers not meaningful: clip_t, clip_i (CLIP); dino, pres (DINO); "
+PARTIAL = ("random evaluators, numbers not meaningful: clip_t, clip_i, clip_i_scene (CLIP); dino, dino_scene, pres (DINO); "
            "pretrained: lpips_instance, lpips_scene, div (LPIPS)")
 PAIRS = ["cat_grass", "cup_brick"]
 KINDS = [("composed", "a photo of sks cat in olis grass field", "a photo of cat in grass field"),
@@ -240,6 +240,6 @@ def test_mlflow_evaluate_run_has_base_tables_metrics_and_note(study):
         assert r.data.metrics["delta_clip_t"] == pytest.approx(s["delta"]["clip_t"])
         # the study's default evaluators: LPIPS pretrained (shipped trunk), CLIP and DINO random
         assert r.data.tags["mlflow.note.content"] == f"⚠ {PARTIAL}"
-        assert r.data.tags["random_metrics"] == "clip_t,clip_i,dino,pres"
+        assert r.data.tags["random_metrics"] == "clip_t,clip_i,dino,clip_i_scene,dino_scene,pres"
         names = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"samples_metrics.json", "samples_metrics_base.json", "diversity_base.json"} <= names

@@ -161,7 +161,7 @@ def test_references_are_embedded_once_per_pair(ev: Evaluators, monkeypatch) -> N
     n = 10
     df = manifest(["composed", "recontext", "class_instance", "class_scene", "scene"], 2)
     score_samples(df, [noise(100 + i) for i in range(n)], noise(1), noise(2), ev, batch_size=4)
-    assert seen == {"clip": n + 1, "text": 5, "dino": n + 1, "lpips": n + 2}
+    assert seen == {"clip": n + 2, "text": 5, "dino": n + 2, "lpips": n + 2}  # two references: instance, scene
 
 
 def test_scores_diversity_and_preservation(ev: Evaluators) -> None:
@@ -180,6 +180,18 @@ def test_scores_diversity_and_preservation(ev: Evaluators) -> None:
     assert math.isnan(one["div"].iloc[0])
     pres = preservation(scored)
     assert pres.tolist() == scored.loc[scored["kind"] == "class_instance", "dino"].tolist()
+
+
+def test_scene_fidelity_is_measured_against_the_scene_photo(ev: Evaluators) -> None:
+    inst, scene = noise(1), noise(2)
+    scored = score_samples(manifest(["composed"], 2), [scene, inst], inst, scene, ev)
+    # a sample equal to the scene: cosine 1 to the scene and LPIPS 0; equal to the instance: the mirror image
+    assert scored["clip_i_scene"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    assert scored["dino_scene"].iloc[0] == pytest.approx(1.0, abs=1e-5)
+    assert scored["clip_i"].iloc[1] == pytest.approx(1.0, abs=1e-5)
+    assert scored["dino"].iloc[1] == pytest.approx(1.0, abs=1e-5)
+    assert scored["clip_i_scene"].iloc[1] < 0.999 and scored["dino_scene"].iloc[1] < 0.999
+    assert scored["lpips_scene"].iloc[0] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_scoring_rejects_mismatched_inputs(ev: Evaluators) -> None:
@@ -232,7 +244,8 @@ def test_warning_present_iff_an_evaluator_is_random(ev: Evaluators, flags) -> No
     assert ("warning" in out) == (not all(flags))
     clip, lpips, dino = flags  # which metrics each random evaluator makes meaningless, in table order
     expected = [m for m, ok in (("clip_t", clip), ("clip_i", clip), ("dino", dino), ("lpips_instance", lpips),
-                                ("lpips_scene", lpips), ("div", lpips), ("pres", dino)) if not ok]
+                                ("lpips_scene", lpips), ("clip_i_scene", clip), ("dino_scene", dino),
+                                ("div", lpips), ("pres", dino)) if not ok]
     assert out["random_metrics"] == expected
     if not any(flags):
         assert out["warning"] == NOT_PRETRAINED_WARNING
@@ -289,6 +302,6 @@ def test_load_evaluators_resolves_weights_against_root(tmp_path) -> None:
     cfg = dataclasses.replace(TINY, clip_pretrained="weights/clip.safetensors")
     loaded = load_evaluators(cfg, root=tmp_path)
     assert loaded.clip.pretrained and not loaded.pretrained
-    assert loaded.random_metrics == ("dino", "lpips_instance", "lpips_scene", "div", "pres")  # TINY: lpips, dino off
-    assert loaded.warning == ("random evaluators, numbers not meaningful: dino, pres (DINO); lpips_instance, "
-                              "lpips_scene, div (LPIPS); pretrained: clip_t, clip_i (CLIP)")
+    assert loaded.random_metrics == ("dino", "lpips_instance", "lpips_scene", "dino_scene", "div", "pres")  # TINY: lpips, dino off
+    assert loaded.warning == ("random evaluators, numbers not meaningful: dino, dino_scene, pres (DINO); lpips_instance, "
+                              "lpips_scene, div (LPIPS); pretrained: clip_t, clip_i, clip_i_scene (CLIP)")

@@ -140,9 +140,9 @@ def test_evaluate(study, ran):
     summary = ran["evaluate"].to_json()  # the stage returns the typed PairResult it wrote
     saved = json.loads((study.root / "reports/pairs" / f"{PAIR}.json").read_text())
     assert saved["n_samples"] == summary["n_samples"] == 12
-    assert saved["warning"] == ("random evaluators, numbers not meaningful: clip_t, clip_i (CLIP); dino, pres (DINO); "
+    assert saved["warning"] == ("random evaluators, numbers not meaningful: clip_t, clip_i, clip_i_scene (CLIP); dino, dino_scene, pres (DINO); "
                                 "pretrained: lpips_instance, lpips_scene, div (LPIPS)")
-    assert saved["random_metrics"] == ["clip_t", "clip_i", "dino", "pres"]
+    assert saved["random_metrics"] == ["clip_t", "clip_i", "dino", "clip_i_scene", "dino_scene", "pres"]
     rows = list(csv.DictReader(open(study.root / "reports/pairs" / f"{PAIR}.csv")))
     assert len(rows) == 12 and all(0 <= float(r["lpips_instance"]) for r in rows)
 

@@ -101,3 +101,33 @@ def pair_csv(root: Path, pair_id: str, base: bool = False) -> Path:
 def is_model(folder: Path) -> bool:
     """A base or trained model folder: a diffusers pipeline, or a LoRA folder with its model info."""
     return (folder / "model_index.json").is_file() or (folder / MODEL_INFO).is_file()
+
+
+# The arms (params `arms`): one more model, sample set and score set per (pair, arm), beside the method's.
+def arm_inputs_dir(root: Path, pair_id: str) -> Path:
+    """data/arm_inputs/<pair>/: what a pair's arm stages read of params and priors, resolved by `arm_inputs`."""
+    return _under(root, "data/arm_inputs", "pair", pair_id)
+
+
+def arm_model_dir(root: Path, pair_id: str, arm: str) -> Path:
+    return _under(root, "models", "pair", pair_id) / "arms" / check_id("arm", arm)
+
+
+def arm_checkpoint_dir(root: Path, pair_id: str, arm: str) -> Path:
+    return _under(root, "models/.checkpoints", "pair", pair_id) / "arms" / check_id("arm", arm)
+
+
+def arm_train_log(root: Path, pair_id: str, arm: str) -> Path:
+    return _under(root, "reports/train", "pair", pair_id) / f"arm_{check_id('arm', arm)}.csv"
+
+
+def arm_samples_dir(root: Path, pair_id: str, arm: str) -> Path:
+    return _under(root, "data/samples_arms", "arm", arm) / check_id("pair", pair_id)
+
+
+def arm_json(root: Path, pair_id: str, arm: str) -> Path:
+    return _under(root, "reports/arms", "arm", arm) / f"{check_id('pair', pair_id)}.json"
+
+
+def arm_csv(root: Path, pair_id: str, arm: str) -> Path:
+    return _under(root, "reports/arms", "arm", arm) / f"{check_id('pair', pair_id)}.csv"

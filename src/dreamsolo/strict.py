@@ -75,6 +75,8 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamsError(f"{where}: expected an integer, got {value!r}")
         return value
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a nested section (arms.composite)
+        return build(hint, value, where)
     if hint in (str, bool) and not isinstance(value, hint):
         raise ParamsError(f"{where}: expected {hint.__name__}, got {value!r}")
     return value

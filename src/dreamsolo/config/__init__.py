@@ -7,18 +7,18 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dreamsolo.config.sections import (CATEGORIES, Dtype, Evaluate, Pair, Precision, Prepare, Preset, Prompts,
+from dreamsolo.config.sections import (ARMS, CATEGORIES, Arms, Dtype, Evaluate, Pair, Precision, Prepare, Preset, Prompts,
                                        Sampling, Tracking)
 from dreamsolo.config.train import Train, merge_train
 from dreamsolo.layout import TrainStage, check_id
 from dreamsolo.strict import ParamsError, build, read_yaml, suggest
 
-__all__ = ["CATEGORIES", "Dtype", "Evaluate", "Pair", "ParamsError", "Precision", "Prepare", "Preset",
+__all__ = ["ARMS", "Arms", "CATEGORIES", "Dtype", "Evaluate", "Pair", "ParamsError", "Precision", "Prepare", "Preset",
            "Prompts", "Sampling", "Study", "Tracking", "Train", "build", "load_study", "study_from"]
 
 STAGE_KEYS: tuple[TrainStage, ...] = ("train_scene", "train_instance")
 TOP_KEYS = ("model", "presets", "prompts", "classes", "pairs", "prepare", "priors", "train",
-            *STAGE_KEYS, "sample", "evaluate", "tracking")
+            *STAGE_KEYS, "sample", "evaluate", "arms", "tracking")
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Study:
     evaluate: Evaluate
     raw: dict
     tracking: Tracking = field(default_factory=Tracking)
+    arms: Arms = field(default_factory=Arms)
     trains: dict[tuple[str, str], Train] = field(default_factory=dict)  # (pair, stage) -> merged settings
 
     def pair(self, pair_id: str) -> Pair:
@@ -138,4 +139,5 @@ def study_from(root: Path, raw: dict, where: str = "params.yaml") -> Study:
         sample=cap_steps(build(Sampling, raw["sample"], "sample"), preset.sample_steps),
         evaluate=build(Evaluate, raw["evaluate"], "evaluate"),
         raw=raw, tracking=build(Tracking, raw["tracking"], "tracking"), trains=trains,
+        arms=build(Arms, raw["arms"], "arms"),
     )

@@ -122,3 +122,49 @@ class Tracking:
     log_weights: Literal["reference", "artifact"] = "reference"
     sweep: str | None = None  # set per experiment by `dreamsolo sweep`: MLflow tags, no stage output
     sweep_point: str | None = None
+
+
+ARMS = ("two_stage", "joint", "composite", "masked", "lora_merge")
+"""The arms a study can run beside its method (two stages, Stage II with scene replay) and the floor."""
+
+
+@dataclass(frozen=True)
+class Composite:
+    weight: float = 1.0  # loss weight of the composite (instance pasted into the scene, composed prompt)
+
+    def validate(self, where: str) -> None:
+        positive(where, weight=self.weight)
+
+
+@dataclass(frozen=True)
+class Merge:
+    scene_weight: float = 1.0  # weights of the two deltas from the base in the merged model
+    instance_weight: float = 1.0
+
+    def validate(self, where: str) -> None:
+        positive(where, scene_weight=self.scene_weight, instance_weight=self.instance_weight)
+
+
+@dataclass(frozen=True)
+class Arms:
+    """`arms`: which methods run beside the study's own (their stages: train_arm/sample_arm/evaluate_arm)."""
+
+    run: tuple[str, ...] = ()
+    two_stage: dict = field(default_factory=dict)
+    joint: dict = field(default_factory=dict)
+    composite: Composite = field(default_factory=Composite)
+    masked: dict = field(default_factory=dict)
+    lora_merge: Merge = field(default_factory=Merge)
+
+    def validate(self, where: str) -> None:
+        from dreamsolo.strict import suggest
+
+        for i, arm in enumerate(self.run):
+            if arm not in ARMS:
+                raise ParamsError(f"{where}.run[{i}]: unknown arm {arm!r}{suggest(str(arm), ARMS)} "
+                                  f"(known: {', '.join(ARMS)})")
+        if len(set(self.run)) != len(self.run):
+            raise ParamsError(f"{where}.run: an arm is listed twice")
+        for key in ("two_stage", "joint", "masked"):
+            if getattr(self, key):
+                raise ParamsError(f"{where}.{key}: this arm has no settings; expected {{}}")

@@ -5,14 +5,14 @@ evaluator modules (`clip`, `lpips_metric`, `dino`, `evaluators`, `score`) pull i
 model libraries and are only imported by the evaluate stage.
 """
 
-METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene")
+METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene", "clip_i_scene", "dino_scene")
 """Per-sample metric columns, in the order they appear in reports/pairs/<pair>.csv."""
 
 NOT_PRETRAINED_WARNING = "evaluators not pretrained: numbers are not meaningful"
 """The warning when every evaluator is random."""
 
 EVALUATOR_OF = {"clip_t": "CLIP", "clip_i": "CLIP", "dino": "DINO", "lpips_instance": "LPIPS",
-                "lpips_scene": "LPIPS", "div": "LPIPS", "pres": "DINO"}
+                "lpips_scene": "LPIPS", "clip_i_scene": "CLIP", "dino_scene": "DINO", "div": "LPIPS", "pres": "DINO"}
 """Which evaluator each study metric comes from (PRES is DINO similarity, DIV pairwise LPIPS), in table order."""
 
 

@@ -32,14 +32,15 @@ def _check(manifest: pd.DataFrame, images: Sequence[Image.Image], columns: Seque
 
 
 def _clip_scores(prompts: Sequence[str], images: Sequence[Image.Image], instance_ref: Image.Image,
-                 ev: Evaluators, batch_size: int) -> tuple[list[float], list[float]]:
-    """(CLIP-T, CLIP-I) per sample; each distinct prompt is encoded once."""
+                 scene_ref: Image.Image, ev: Evaluators, batch_size: int) -> tuple[list[float], list[float], list[float]]:
+    """(CLIP-T, CLIP-I to the instance, CLIP-I to the scene) per sample; each distinct prompt is encoded once."""
     sample_emb = ev.clip.image_embeddings(images, batch_size)
-    ref_emb = ev.clip.image_embeddings([instance_ref], 1)
+    ref_emb = ev.clip.image_embeddings([instance_ref, scene_ref], 2)
     row_of = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
     text_emb = ev.clip.text_embeddings(list(row_of), batch_size)
     per_sample_text = text_emb[[row_of[p] for p in prompts]]
-    return clip_t(sample_emb, per_sample_text).tolist(), clip_i(sample_emb, ref_emb).tolist()
+    return (clip_t(sample_emb, per_sample_text).tolist(), clip_i(sample_emb, ref_emb[:1]).tolist(),
+            clip_i(sample_emb, ref_emb[1:]).tolist())
 
 
 def _lpips_scores(images: Sequence[Image.Image], instance_ref: Image.Image, scene_ref: Image.Image,
@@ -58,17 +59,21 @@ def score_samples(manifest: pd.DataFrame, images: Sequence[Image.Image], instanc
     """The manifest (row i = images[i]) plus one column per metric in METRICS, for every sample.
 
     CLIP-T uses `prompt_clean` (identifier tokens removed), as in DreamBooth; CLIP-I and DINO are the
-    cosine to the instance reference; LPIPS is measured to the instance and to the scene reference.
+    cosine to the instance reference (`clip_i_scene`, `dino_scene`: to the scene reference); LPIPS is
+    measured to the instance and to the scene reference.
     Which kinds each metric is meaningful for is the reader's choice (the pair summary has `by_kind`).
     """
     _check(manifest, images, ["prompt_clean"])
     images = list(images)
     out = manifest.reset_index(drop=True).copy()
-    out["clip_t"], out["clip_i"] = _clip_scores(out["prompt_clean"].astype(str).tolist(), images,
-                                                instance_ref, ev, batch_size)
+    out["clip_t"], out["clip_i"], clip_scene = _clip_scores(out["prompt_clean"].astype(str).tolist(), images,
+                                                            instance_ref, scene_ref, ev, batch_size)
     sample_dino = ev.dino.image_embeddings(images, batch_size)
-    out["dino"] = dino_score(sample_dino, ev.dino.image_embeddings([instance_ref], 1)).tolist()
+    ref_dino = ev.dino.image_embeddings([instance_ref, scene_ref], 2)
+    out["dino"] = dino_score(sample_dino, ref_dino[:1]).tolist()
     out["lpips_instance"], out["lpips_scene"] = _lpips_scores(images, instance_ref, scene_ref, ev, batch_size)
+    # fidelity to the scene too (CustomConcept101 scores each concept of a composed prompt on its own)
+    out["clip_i_scene"], out["dino_scene"] = clip_scene, dino_score(sample_dino, ref_dino[1:]).tolist()
     assert list(out.columns[-len(METRICS):]) == list(METRICS)
     return out
 

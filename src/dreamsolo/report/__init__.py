@@ -13,6 +13,7 @@ by name so the caller can log them to MLflow.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,16 @@ import pandas as pd
 from PIL import Image
 
 from dreamsolo.files import atomic_dir, atomic_file, write_json
-from dreamsolo.layout import check_id, prepared_dir, samples_dir
+from dreamsolo.layout import arm_samples_dir, check_id, prepared_dir, samples_dir
+from dreamsolo.metrics import EVALUATOR_OF
 from dreamsolo.metrics.results import PairResult
-from dreamsolo.report import floor, html, method, plots, tables
+from dreamsolo.report import arms, floor, html, method, plots, tables
 from dreamsolo.report.tables import LABELS, METRICS, REFERENCE_LABEL, REFERENCE_NOTE, REFERENCE, fmt
 
 __all__ = ["build_report", "pair_grid"]
 
 PLOT_FILES = {"plot_metrics": "metrics.png", "plot_loss": "loss.png", "plot_kinds": "kinds.png"}
+ARMS_PLOT = "arms_forest.png"  # only when the study runs arms
 PLOT_CAPTIONS = {
     "plot_metrics": "Per-pair metrics, mean ± std over samples; dashed: DreamBooth reference (context)",
     "plot_loss": "Training loss of both stages per pair (solid: total, dotted: prior term); where train "
@@ -56,11 +59,18 @@ class _Study:
     floors: dict[str, Any]  # html.Page's floor fields, one per table
     checks: dict  # report.method.compute(): the method's claims per pair, paired by seed
     lpips_random: bool  # LPIPS (all the checks use it) was randomly initialised
+    arms: dict | None = None  # report.arms.compute(): the arms against the method, when the study ran any
 
 
-def build_report(root: Path, results: list[PairResult], study_summary: dict) -> dict[str, Path]:
-    """Write every report artifact under root/reports and return {name: path}."""
+def build_report(root: Path, results: list[PairResult], study_summary: dict, arm_names: tuple[str, ...] = (),
+                 method_name: str = arms.METHOD) -> dict[str, Path]:
+    """Write every report artifact under root/reports and return {name: path}. `arm_names`: the arms
+    the study ran (params `arms.run`), compared with the method by paired bootstrap."""
     s = _shape(root, results, study_summary)
+    if arm_names:
+        random = sorted({ev for r in results for m, ev in EVALUATOR_OF.items() if m in r.random_metrics})
+        s = dataclasses.replace(s, arms=arms.compute(root, list(arm_names), s.per_sample, s.per_sample_base, [r.pair for r in results],
+                              method_name, random))
     reports = root / "reports"
     out = _write_numbers(reports, s)
     out.update(_write_plots(root, reports, s))
@@ -101,6 +111,8 @@ def _write_numbers(reports: Path, s: _Study) -> dict[str, Path]:
     tables.write_pairs_csv(s.per_pair, out["pairs_csv"])
     metrics = tables.metrics_json(s.results, s.summary)
     metrics.update(floor.metrics_json_blocks(s.results, s.summary))
+    if s.arms:
+        metrics["arms"] = s.arms
     write_json(out["metrics_json"], metrics)
     return out
 
@@ -112,7 +124,10 @@ def _write_plots(root: Path, reports: Path, s: _Study) -> dict[str, Path]:
         plots.loss_curves(_train_logs(root, pair_ids), tmp / PLOT_FILES["plot_loss"], s.warning)
         plots.metric_by_kind(tables.kind_numeric(s.per_sample), tables.kind_numeric(s.per_sample_base),
                              tmp / PLOT_FILES["plot_kinds"], s.warning)
-    return {k: reports / "plots" / f for k, f in PLOT_FILES.items()}
+        if s.arms:
+            arms.forest_plot(s.arms, tmp / ARMS_PLOT, s.warning)
+    out = {k: reports / "plots" / f for k, f in PLOT_FILES.items()}
+    return out | ({"plot_arms": reports / "plots" / ARMS_PLOT} if s.arms else {})
 
 
 def _base_grid(pair: str) -> str:
@@ -127,8 +142,14 @@ def _write_grids(root: Path, reports: Path, s: _Study) -> tuple[dict[str, Path],
         for r in s.results:
             _, prompts[r.pair] = pair_grid(root, r.pair, tmp / f"{r.pair}.png", r.category, s.warning)
             pair_grid(root, r.pair, tmp / "base" / f"{r.pair}.png", r.category, s.warning, samples="samples_base")
+        for arm in (s.arms or {}).get("arms", []):
+            for r in s.results:
+                pair_grid(root, r.pair, tmp / "arms" / arm / f"{r.pair}.png", r.category, s.warning,
+                          folder=arm_samples_dir(root, r.pair, arm), note=f"arm {arm}")
     out = {f"grid_{r.pair}": reports / "grids" / f"{r.pair}.png" for r in s.results}
     out.update({f"gridbase_{r.pair}": reports / _base_grid(r.pair) for r in s.results})
+    out.update({f"gridarm_{arm}_{r.pair}": reports / "grids" / "arms" / arm / f"{r.pair}.png"
+                for arm in (s.arms or {}).get("arms", []) for r in s.results})
     return out, prompts
 
 
@@ -147,8 +168,8 @@ def _write_markdown(reports: Path, s: _Study) -> dict[str, Path]:
     kinds = floor.interleave(s.kinds, s.floors["kinds_floor"])
     out = {"pairs_md": reports / "pairs.md", "report_md": reports / "report.md"}
     _write_text(out["pairs_md"], _pairs_md(md_table, s.warning) + f"{floor.BASE_NOTE}.\n")
-    _write_text(out["report_md"], _report_md(md_table, categories, kinds, s.results, s.warning,
-                                             method.markdown(s.checks, s.lpips_random)))
+    checks_md = method.markdown(s.checks, s.lpips_random) + (f"\n{arms.markdown(s.arms)}" if s.arms else "")
+    _write_text(out["report_md"], _report_md(md_table, categories, kinds, s.results, s.warning, checks_md))
     return out
 
 
@@ -158,7 +179,8 @@ def _write_page(reports: Path, s: _Study, prompts: dict[str, Prompts]) -> Path:
         plots=[(_caption(k), f"plots/{f}") for k, f in PLOT_FILES.items()],
         pairs=[html.PairSection(r.pair, r.category, f"grids/{r.pair}.png", _base_grid(r.pair), _pair_summary(r),
                                 prompts[r.pair]) for r in s.results],
-        checks_html=method.html_table(s.checks, s.lpips_random), **s.floors,
+        checks_html=method.html_table(s.checks, s.lpips_random) + (arms.html_section(s.arms) if s.arms else ""),
+        **s.floors,
     )
     text = html.render(page)
     bad = html.missing_refs(text, reports)
@@ -186,14 +208,16 @@ def _md_floor(floors: dict) -> floor.Floor:
 
 
 def pair_grid(root: Path, pair: str, path: Path, category: str = "", warning: str | None = None,
-              samples: str = "samples") -> tuple[Path, tuple[tuple[str, str], ...]]:
+              samples: str = "samples", folder: Path | None = None,
+              note: str = "") -> tuple[Path, tuple[tuple[str, str], ...]]:
     """The pair's sample grid: prepared scene + instance, then one row per prompt of the manifest.
-    `samples`: 'samples' (fine-tuned) or 'samples_base' (the base model on the same prompts).
+    `samples`: 'samples' (fine-tuned) or 'samples_base' (the base model on the same prompts); `folder`
+    (with a title `note`): another sample folder, an arm's.
 
     Returns the PNG path and the (kind, clean prompt) of each row."""
     if samples not in ("samples", "samples_base"):
         raise ValueError(f"pair_grid: samples must be 'samples' or 'samples_base', got {samples!r}")
-    sample_dir = samples_dir(root, pair, base=samples == "samples_base")
+    sample_dir = folder or samples_dir(root, pair, base=samples == "samples_base")
     manifest = pd.read_csv(sample_dir / "manifest.csv")
     rows, kinds, labels = [], [], []
     for prompt, group in manifest.groupby("prompt", sort=False):
@@ -210,6 +234,8 @@ def pair_grid(root: Path, pair: str, path: Path, category: str = "", warning: st
     title = f"{pair} ({category})" if category else pair
     if samples != "samples":
         title += " — base model, no fine-tuning (the floor)"
+    if note:
+        title += f" — {note}"
     return plots.sample_grid(rows, labels, path, references=refs, title=title, warning=warning), tuple(kinds)
 
 

@@ -89,7 +89,9 @@ def render(page: Page) -> str:
         f"<h1>{escape(page.title)}</h1>",
         '<p class="sub">Single-image scene + instance personalization (DreamBooth-style, two stages).</p>',
         _banner(page.warning),
-        '<nav><a href="#study">Study table</a><a href="#checks">Method checks</a><a href="#categories">Categories</a>'
+        '<nav><a href="#study">Study table</a><a href="#checks">Method checks</a>'
+        + ('<a href="#arms">Arms</a>' if 'id="arms"' in page.checks_html else "")
+        + '<a href="#categories">Categories</a>'
         '<a href="#kinds">Prompt kinds</a><a href="#plots">Plots</a><a href="#samples">Samples</a></nav>',
         '<h2 id="study">Study: pairs × metrics <span class="tag">mean ± std over samples</span></h2>',
         _study_table(page.study, page.overall, page.study_floor, page.overall_floor),

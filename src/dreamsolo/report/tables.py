@@ -19,11 +19,12 @@ from dreamsolo.metrics import NOT_PRETRAINED_WARNING
 from dreamsolo.metrics.results import PairResult, Scores, Stat
 
 # Study metrics, in table order. Per-sample ones are columns of reports/pairs/<pair>.csv.
-METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene", "div", "pres")
-SAMPLE_METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene")
+METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene", "clip_i_scene", "dino_scene", "div", "pres")
+SAMPLE_METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene", "clip_i_scene", "dino_scene")
 LABELS = {
     "clip_t": "CLIP-T ↑", "clip_i": "CLIP-I ↑", "dino": "DINO ↑",
     "lpips_instance": "LPIPS inst ↓", "lpips_scene": "LPIPS scene ↓",
+    "clip_i_scene": "CLIP-I scene ↑", "dino_scene": "DINO scene ↑",
     "div": "DIV ↑", "pres": "PRES ↓",
 }
 KINDS = ("composed", "recontext", "scene", "instance", "class_instance", "class_scene")

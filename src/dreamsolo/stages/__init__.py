@@ -6,22 +6,25 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from dreamsolo.config import Study, load_study
+from dreamsolo.config import load_study
 from dreamsolo.errors import one_line_errors
 from dreamsolo.layout import repo_root
 
 
-def stage_main(fn: Callable[[Study, str | None], object], name: str, key: str | None = None) -> None:
-    """Parse `--<key> ID`, load params, run one stage function; a user error exits 1 with one line."""
+def stage_main(fn: Callable[..., object], name: str, key: str | None = None, *more: str) -> None:
+    """Parse `--<key> ID` (and `--<more> ID`: an arm's stage takes --pair and --arm), load params, run one
+    stage function; a user error exits 1 with one line."""
     from dreamsolo import tracking, warm
 
     warm.handoff()  # on a CPU box: the rest runs in an already-warm process (see dreamsolo.warm)
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"DVC stage `{name}`")
     if key:
         parser.add_argument(f"--{key}", required=True, dest="item")
+    for k in more:
+        parser.add_argument(f"--{k}", required=True)
     args = parser.parse_args()
     with one_line_errors(name):
         study = load_study(repo_root())
         # an unreachable tracking server stops the stage here, before the logger forks or any work
         tracking.log_through(warm.start_logger(tracking.resolve_uri(study.root)))
-        fn(study, getattr(args, "item", None))
+        fn(study, getattr(args, "item", None), *(getattr(args, k) for k in more))

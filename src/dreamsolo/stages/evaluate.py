@@ -8,7 +8,8 @@ from pathlib import Path
 
 from dreamsolo.config import Study
 from dreamsolo.files import atomic_file, write_json
-from dreamsolo.layout import base_dir, pair_csv, pair_json, prepared_dir, samples_dir
+from dreamsolo.layout import (arm_csv, arm_json, arm_samples_dir, base_dir, pair_csv, pair_json, prepared_dir,
+                              samples_dir)
 from dreamsolo.metrics.results import PairResult
 
 SOURCE = "_source"  # temporary column: which sample set a row of the joint scoring came from
@@ -31,6 +32,20 @@ def read_samples(study: Study, folder: Path, what: str):
 
 
 def run(study: Study, pair_id: str | None) -> PairResult:
+    assert pair_id is not None
+    return _evaluate(study, pair_id, samples_dir(study.root, pair_id), pair_json(study.root, pair_id),
+                     pair_csv(study.root, pair_id), pair_csv(study.root, pair_id, base=True), "evaluate")
+
+
+def run_arm(study: Study, pair_id: str | None, arm: str | None = None) -> PairResult:
+    """`evaluate_arm@<pair>-<arm>`: an arm's samples against the same references, evaluators and floor."""
+    assert pair_id is not None and arm is not None
+    return _evaluate(study, pair_id, arm_samples_dir(study.root, pair_id, arm), arm_json(study.root, pair_id, arm),
+                     arm_csv(study.root, pair_id, arm), None, "evaluate_arm", item=f"{pair_id}-{arm}", arm=arm)
+
+
+def _evaluate(study: Study, pair_id: str, tuned_dir: Path, json_path: Path, csv_path: Path, base_csv: Path | None,
+              stage: str, item: str | None = None, arm: str | None = None) -> PairResult:
     import pandas as pd
     from PIL import Image
 
@@ -41,19 +56,19 @@ def run(study: Study, pair_id: str | None) -> PairResult:
     from dreamsolo.metrics.score import diversity, drift_to_base, preservation, score_samples
     from dreamsolo.models.loading import device
 
-    assert pair_id is not None
     pair = study.pair(pair_id)
-    tuned_m, tuned_i = read_samples(study, samples_dir(study.root, pair_id), f"evaluate@{pair_id}")
+    where = f"{stage}@{item or pair_id}"
+    tuned_m, tuned_i = read_samples(study, tuned_dir, where)
     base_m, base_i = read_samples(study, samples_dir(study.root, pair_id, base=True),
-                                  f"evaluate@{pair_id} (run sample_base@{pair_id})")
+                                  f"{where} (run sample_base@{pair_id})")
     refs = prepared_dir(study.root, pair_id)
     instance_ref = Image.open(refs / "instance.png").convert("RGB")
     scene_ref = Image.open(refs / "scene.png").convert("RGB")
     ev = load_evaluators(study.evaluate, device(), study.root)
     base_model = str(base_dir(study.root, study.preset_name).relative_to(study.root))
     params = {"pair": pair_id, "category": pair.category, "base_model": base_model,
-              **dataclasses.asdict(study.evaluate)}
-    with tracking.stage_run(study.root, "evaluate", params, pair=pair_id, warning=ev.warning) as run_:
+              **({"arm": arm} if arm else {}), **dataclasses.asdict(study.evaluate)}
+    with tracking.stage_run(study.root, stage, params, pair=pair_id, warning=ev.warning, item=item) as run_:
         bs = study.evaluate.batch_size
         # One pass over both sets: each reference and each distinct prompt is embedded once.
         joint = pd.concat([tuned_m.assign(**{SOURCE: "tuned"}), base_m.assign(**{SOURCE: "base"})],
@@ -68,16 +83,20 @@ def run(study: Study, pair_id: str | None) -> PairResult:
         result = pair_result(scores(scored, div, preservation(scored)),
                              scores(scored_base, div_base, preservation(scored_base)),
                              pair_id, pair.category, ev, base_model)
-        json_path, csv_path, base_csv = (pair_json(study.root, pair_id), pair_csv(study.root, pair_id),
-                                         pair_csv(study.root, pair_id, base=True))
         for table, path in ((scored, csv_path), (scored_base, base_csv)):
+            if path is None:  # an arm: the floor's rows are evaluate@<pair>'s
+                continue
             table.insert(0, "category", pair.category)
             table.insert(0, "pair", pair_id)
             with atomic_file(path) as tmp:
                 table.to_csv(tmp, index=False)
         write_json(json_path, result.to_json())
-        _log(run_, result, json_path, {"samples_metrics.json": scored, "samples_metrics_base.json": scored_base,
-                                        "diversity.json": div, "diversity_base.json": div_base})
+        tables = {"samples_metrics.json": scored, "diversity.json": div}
+        if base_csv is not None:
+            tables.update({"samples_metrics_base.json": scored_base, "diversity_base.json": div_base})
+        if arm:
+            run_.tags({"arm": arm})
+        _log(run_, result, json_path, tables)
     return result
 
 

@@ -12,20 +12,25 @@ def run(study: Study, _item: str | None = None) -> dict:
 
     from dreamsolo import tracking
     from dreamsolo.metrics.aggregate import study_summary
-    from dreamsolo.report import build_report
+    from dreamsolo.report import arms, build_report
     from dreamsolo.report.tables import read_results
 
     results = read_results(study.root, list(study.pairs))  # typed; refuses a pair JSON without the floor
     summary = study_summary(results)
-    params = {"pairs": list(study.pairs), "preset": study.preset_name}
+    params = {"pairs": list(study.pairs), "preset": study.preset_name, "arms": list(study.arms.run)}
     with tracking.stage_run(study.root, "report", params, warning=summary.get("warning")) as run_:
-        paths = build_report(study.root, results, summary)
+        paths = build_report(study.root, results, summary, study.arms.run)
         table = pd.read_csv(paths["pairs_csv"])
         run_.table(table, "pairs_table.json")  # the eight-pair LPIPS / CLIP-T (and every other metric) table
         metrics = json.loads(paths["metrics_json"].read_text())
         run_.metrics(report_metrics(metrics) | check_metrics(json.loads(paths["checks_json"].read_text())))
+        if "arms" in metrics:  # the arms against the method: the same numbers as metrics.json's `arms`
+            run_.metrics(arms.mlflow_metrics(metrics["arms"]))
+            run_.table(pd.DataFrame(arms.delta_rows(metrics["arms"])[1:], columns=arms.delta_rows(metrics["arms"])[0]),
+                       "arms_vs_method.json")
         for name, path in paths.items():
-            run_.artifact(path, artifact_folder(name))
+            folder = str(path.parent.relative_to(study.root / "reports")) if name.startswith("gridarm_") else None
+            run_.artifact(path, folder or artifact_folder(name))
         if summary.get("warning"):  # shown at the top of the run page, not only among the tags
             run_.tags({"mlflow.note.content": f"⚠ {summary['warning']}",
                        "random_metrics": ",".join(summary["random_metrics"])})

@@ -1,5 +1,6 @@
-"""DVC stages `sample@<pair>` (the pair's prompt set from its Stage II weights) and `sample_base@<pair>`
-(the same prompts and seeds from the base model: the floor that fine-tuning is measured against)."""
+"""DVC stages `sample@<pair>` (the pair's prompt set from its Stage II weights), `sample_base@<pair>`
+(the same prompts and seeds from the base model: the floor that fine-tuning is measured against) and
+`sample_arm@<pair>-<arm>` (the same from an arm's weights)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from dreamsolo.config import Study
 from dreamsolo.files import atomic_dir
-from dreamsolo.layout import base_dir, model_dir, samples_dir
+from dreamsolo.layout import arm_inputs_dir, arm_model_dir, arm_samples_dir, base_dir, model_dir, samples_dir
 from dreamsolo.prompts import pair_prompts
 
 MANIFEST = ["file", "kind", "prompt", "prompt_clean", "seed"]
@@ -33,7 +34,20 @@ def run_base(study: Study, pair_id: str | None) -> Path:
                    samples_dir(study.root, pair_id, base=True))
 
 
-def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) -> Path:
+def run_arm(study: Study, pair_id: str | None, arm: str | None = None) -> Path:
+    """`sample_arm@<pair>-<arm>`: the same prompts and seeds from an arm's weights. The class nouns come from
+    data/arm_inputs/<pair>/prompts.json (a matrix stage cannot look them up in params)."""
+    import json
+
+    assert pair_id is not None and arm is not None
+    prompts = json.loads((arm_inputs_dir(study.root, pair_id) / "prompts.json").read_text())
+    return _sample(study, pair_id, "sample_arm", arm_model_dir(study.root, pair_id, arm),
+                   arm_samples_dir(study.root, pair_id, arm), (prompts["scene_noun"], prompts["instance_noun"]),
+                   item=f"{pair_id}-{arm}")
+
+
+def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path,
+            nouns: tuple[str, str] | None = None, item: str | None = None) -> Path:
     """N images per prompt of the pair's prompt set from `weights`, in batches, plus manifest and grid."""
     from dreamsolo import tracking
     from dreamsolo.models.loading import device
@@ -42,14 +56,15 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path) ->
     pair = study.pair(pair_id)
     cfg = study.sample
     dtype = sampling_dtype(cfg.precision, device(), "sample")  # a setting this device can't run stops here
-    rows = pair_prompts(study.prompts, study.class_noun(pair.scene_class), study.class_noun(pair.instance_class))
+    scene, inst = nouns or (study.class_noun(pair.scene_class), study.class_noun(pair.instance_class))
+    rows = pair_prompts(study.prompts, scene, inst)
     seeds = [cfg.seed + i for i in range(cfg.num_images)]
     jobs = [(r, s) for r in rows for s in seeds]
     params = {"pair": pair_id, "preset": study.preset_name, **dataclasses.asdict(cfg),
               "prompts": [r.prompt for r in rows]}
     if stage != "sample":
         params["weights"] = str(weights.relative_to(study.root))
-    with tracking.stage_run(study.root, stage, params, pair=pair_id) as run_, atomic_dir(out) as tmp:
+    with tracking.stage_run(study.root, stage, params, pair=pair_id, item=item) as run_, atomic_dir(out) as tmp:
         pipe = load_for_sampling(weights, dtype)
         images = sample_images(pipe, [r.prompt for r, _ in jobs], [s for _, s in jobs], cfg,
                                study.preset.resolution, f"{stage} {pair_id}")

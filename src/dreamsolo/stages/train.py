@@ -51,28 +51,37 @@ def _check_inputs(study: Study, pair_id: str, stage: TrainStage, inp: StageInput
 
 
 def run(study: Study, pair_id: str | None, stage: TrainStage) -> dict:
-    from dreamsolo import tracking
-    from dreamsolo.tracking.weights import log_weights
-    from dreamsolo.training.loop import train_stage
-
     assert pair_id is not None
     cfg = study.train(pair_id, stage)
     inp = stage_inputs(study, pair_id, stage)
     _check_inputs(study, pair_id, stage, inp)
+    return train_logged(study, pair_id, stage, cfg, inp, train_log(study.root, pair_id, stage),
+                        desc=f"{SUBDIR[stage]} {pair_id}")
+
+
+def train_logged(study: Study, pair_id: str, stage: str, cfg, inp: StageInputs, log_csv, desc: str,
+                 extra: dict | None = None, item: str | None = None, after=None) -> dict:
+    """Train one stage inside its MLflow run: params, losses, the loss CSV for `dvc plots`, the weights.
+    `after()`, if given, runs next in the same run and returns the folder that holds the stage's result
+    (lora_merge trains into a scratch folder, then merges)."""
+    from dreamsolo import tracking
+    from dreamsolo.tracking.weights import log_weights
+    from dreamsolo.training.loop import train_stage
+
     params = {"pair": pair_id, "category": study.pair(pair_id).category, "preset": study.preset_name,
               "prompt": inp.prompt, "prior_prompt": inp.prior_prompt, "replay_prompt": inp.replay_prompt,
-              **dataclasses.asdict(cfg)}
-    with tracking.stage_run(study.root, stage, params, pair=pair_id) as run_:
-        summary = train_stage(inp, cfg, log=lambda step, m: run_.metrics(m, step=step),
-                              desc=f"{SUBDIR[stage]} {pair_id}")
+              **(extra or {}), **dataclasses.asdict(cfg)}
+    with tracking.stage_run(study.root, stage, params, pair=pair_id, item=item) as run_:
+        summary = train_stage(inp, cfg, log=lambda step, m: run_.metrics(m, step=step), desc=desc)
         run_.metrics({k: summary[k] for k in ("seconds", "s_per_step", "resumed_from")})
         if "evaluation" in summary:  # which step the run stopped at, and why (the adaptive rule's record)
             run_.metrics({"stopped_at": summary["evaluation"]["stopped_at"]})
             run_.tags({"stop_reason": summary["evaluation"]["reason"]})
-        with atomic_file(train_log(study.root, pair_id, stage)) as tmp:  # `dvc plots show` draws the losses
-            shutil.copyfile(inp.out_dir / "train_log.csv", tmp)
-        run_.artifact(inp.out_dir / "train_log.csv")
-        run_.artifact(inp.out_dir / "train_meta.json")
-        log_weights(run_, study.root, inp.out_dir, study.tracking.log_weights)
-        run_.tags({"weights": str(inp.out_dir.relative_to(study.root))})
+        out = after() if after is not None else inp.out_dir
+        with atomic_file(log_csv) as tmp:  # `dvc plots show` draws the losses
+            shutil.copyfile(out / "train_log.csv", tmp)
+        run_.artifact(out / "train_log.csv")
+        run_.artifact(out / "train_meta.json")
+        log_weights(run_, study.root, out, study.tracking.log_weights)
+        run_.tags({"weights": str(out.relative_to(study.root)), **({"arm": extra["arm"]} if extra else {})})
     return summary

@@ -208,7 +208,7 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     mlflow.set_tracking_uri(uri)
     exp_id = mlflow.set_experiment(EXPERIMENT).experiment_id
     client = MlflowClient()
-    key = pair or item
+    key = item or pair  # an arm's stage: <pair>-<arm>
     dvc_stage = f"{stage}@{key}" if key else stage
     phash = params_hash(params)
     tags = {"pair": pair or "", "stage": stage, "dvc_stage": dvc_stage, "params_hash": phash,

@@ -4,7 +4,7 @@ z = mean + std * eps from the cached posteriors."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,6 +25,19 @@ class StageInputs:
     prior_prompt: str
     replay_image: Path | None = None  # Stage II: the Stage-I pair, replayed
     replay_prompt: str | None = None
+    # the arms (stages.train_arm): a second class's priors (joint), a composite term, a mask on the instance term
+    replay_prior_latents: Path | None = None
+    replay_prior_prompt: str | None = None
+    composite_image: Path | None = None
+    composite_prompt: str | None = None
+    composite_weight: float = 0.0
+    mask: Path | None = None  # L image at the photo's size: the instance loss is weighted by it
+    keep: tuple[Path, ...] = ()  # files copied into the written folder (what the arm learned from)
+
+    def files(self) -> list[Path]:
+        """Every input file, for the resume fingerprint."""
+        extra = (self.replay_image, self.replay_prior_latents, self.composite_image, self.mask)
+        return [self.image, self.prior_latents, *(f for f in extra if f is not None)]
 
 
 @dataclass
@@ -32,38 +45,72 @@ class Cached:
     image: dict[str, torch.Tensor]
     prior: dict[str, torch.Tensor]
     replay: dict[str, torch.Tensor] | None
-    text: torch.Tensor  # (3 or 2, 77, d): instance, prior[, replay]
+    text: torch.Tensor  # (n, 77, d): instance, prior[, replay][, composite][, replay prior]
     ids: torch.Tensor  # their token ids, for when the text encoder itself is trained
+    composite: dict[str, torch.Tensor] | None = None
+    replay_prior: dict[str, torch.Tensor] | None = None
+    mask: torch.Tensor | None = None  # (1, 1, h, w) weights at latent resolution
+    rows: dict[str, int] = field(default_factory=lambda: {"instance": 0, "prior": 1})  # block -> row of `text`
 
 
 def cache_inputs(pipe, inp: StageInputs, dev: torch.device) -> Cached:
     """VAE posteriors and text embeddings, computed once with the frozen encoders."""
     image = encode_latents(pipe.vae, [Image.open(inp.image).convert("RGB")])
     prior = load_file(inp.prior_latents)
-    replay = None
     prompts = [inp.prompt, inp.prior_prompt]
-    if inp.replay_image is not None:
-        replay = encode_latents(pipe.vae, [Image.open(inp.replay_image).convert("RGB")])
-        prompts.append(inp.replay_prompt)
+    rows = {"instance": 0, "prior": 1}
+    blocks: dict[str, dict[str, torch.Tensor]] = {}
+    extra = (("replay", inp.replay_image, inp.replay_prompt), ("composite", inp.composite_image, inp.composite_prompt))
+    for name, path, prompt in extra:
+        if path is not None:
+            blocks[name] = encode_latents(pipe.vae, [Image.open(path).convert("RGB")])
+            rows[name] = len(prompts)
+            prompts.append(prompt)
+    if inp.replay_prior_latents is not None:
+        blocks["replay_prior"] = load_file(inp.replay_prior_latents)
+        rows["replay_prior"] = len(prompts)
+        prompts.append(inp.replay_prior_prompt)
     ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids.to(dev)
     with torch.no_grad():
         text = pipe.text_encoder(ids)[0].float()
-    move = lambda d: {k: v.to(dev) for k, v in d.items()}  # noqa: E731
-    return Cached(move(image), move(prior), move(replay) if replay else None, text, ids)
+    move = lambda d: {k: v.to(dev) for k, v in d.items()} if d is not None else None  # noqa: E731
+    mask = _latent_mask(inp.mask, image["mean"].shape[-2:], dev) if inp.mask is not None else None
+    return Cached(move(image), move(prior), move(blocks.get("replay")), text, ids, move(blocks.get("composite")),
+                  move(blocks.get("replay_prior")), mask, rows)
+
+
+def _latent_mask(path: Path, size: torch.Size, dev: torch.device) -> torch.Tensor:
+    """The mask as loss weights at latent resolution: the share of each latent cell's pixels that are instance."""
+    import numpy as np
+    import torch.nn.functional as F
+
+    pixels = torch.from_numpy(np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0)
+    return F.interpolate(pixels[None, None], size=tuple(size), mode="area").to(dev)
+
+
+def _draw_prior(pool: dict[str, torch.Tensor], batch_size: int, gen: torch.Generator):
+    idx = torch.randint(0, pool["mean"].shape[0], (batch_size,), generator=gen, device=gen.device)
+    return pool["mean"][idx.to(pool["mean"].device)], pool["std"][idx.to(pool["std"].device)]
 
 
 def make_batch(c: Cached, batch_size: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """[instance x B | prior x B | replay x B] latents drawn from their posteriors, and their text."""
-    n_prior = c.prior["mean"].shape[0]
-    idx = torch.randint(0, n_prior, (batch_size,), generator=gen, device=gen.device)
-    means = [c.image["mean"].expand(batch_size, -1, -1, -1), c.prior["mean"][idx.to(c.prior["mean"].device)]]
-    stds = [c.image["std"].expand(batch_size, -1, -1, -1), c.prior["std"][idx.to(c.prior["std"].device)]]
+    """[instance | prior | replay | composite | replay prior] x B latents drawn from their posteriors (the
+    blocks a stage has), and their text."""
+    prior_mean, prior_std = _draw_prior(c.prior, batch_size, gen)
+    means = [c.image["mean"].expand(batch_size, -1, -1, -1), prior_mean]
+    stds = [c.image["std"].expand(batch_size, -1, -1, -1), prior_std]
     texts = [c.text[0:1].expand(batch_size, -1, -1), c.text[1:2].expand(batch_size, -1, -1)]
-    if c.replay is not None:
-        means.append(c.replay["mean"].expand(batch_size, -1, -1, -1))
-        stds.append(c.replay["std"].expand(batch_size, -1, -1, -1))
-        texts.append(c.text[2:3].expand(batch_size, -1, -1))
+    for name, block in (("replay", c.replay), ("composite", c.composite)):
+        if block is not None:
+            means.append(block["mean"].expand(batch_size, -1, -1, -1))
+            stds.append(block["std"].expand(batch_size, -1, -1, -1))
+            texts.append(c.text[c.rows[name]:c.rows[name] + 1].expand(batch_size, -1, -1))
+    if c.replay_prior is not None:
+        m, s = _draw_prior(c.replay_prior, batch_size, gen)
+        means.append(m)
+        stds.append(s)
+        texts.append(c.text[c.rows["replay_prior"]:c.rows["replay_prior"] + 1].expand(batch_size, -1, -1))
     mean, std = torch.cat(means), torch.cat(stds)
     eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
     return (mean + std * eps) * scale, torch.cat(texts)

@@ -82,8 +82,10 @@ def setup(inp: StageInputs, cfg: Train, desc: str = "train") -> Session:
     optimizer = make_optimizer(list(trainable.values()), cfg, dev)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
                                  num_training_steps=cfg.steps)
-    groups = Groups(cfg.batch_size, cfg.batch_size, cfg.batch_size if cached.replay else 0,
-                    cfg.prior_weight, cfg.replay_weight)
+    b = cfg.batch_size
+    groups = Groups(b, b, b if cached.replay else 0, cfg.prior_weight, cfg.replay_weight,
+                    b if cached.composite else 0, inp.composite_weight, b if cached.replay_prior else 0,
+                    cached.mask)
     return Session(desc, dev, pipe, noise_scheduler, trainable, cached, optimizer, lr_scheduler,
                    grad_scaler(cfg, dev), torch.Generator(device=dev).manual_seed(cfg.seed), groups,
                    pipe.vae.config.scaling_factor)
@@ -139,10 +141,16 @@ def fingerprint(inp: StageInputs, cfg: Train) -> str:
     """What a checkpoint must match to be resumed: the settings, the prompts and every input file."""
     return checkpoint.fingerprint(
         {"cfg": dataclasses.asdict(cfg), "prompt": inp.prompt, "prior": inp.prior_prompt,
-         "replay": inp.replay_prompt},
-        [inp.image, inp.prior_latents, *([inp.replay_image] if inp.replay_image else []),
-         *sorted(inp.init_dir.rglob("*.safetensors"))],  # full or LoRA start weights, text encoder too
+         "replay": inp.replay_prompt, **_arm_fields(inp)},
+        [*inp.files(), *sorted(inp.init_dir.rglob("*.safetensors"))],  # full or LoRA start weights, text encoder too
     )
+
+
+def _arm_fields(inp: StageInputs) -> dict:
+    """The arms' extra settings, only where set: the method's fingerprints stay what they were."""
+    extra = {"replay_prior": inp.replay_prior_prompt, "composite": inp.composite_prompt,
+             "composite_weight": inp.composite_weight or None, "masked": inp.mask is not None or None}
+    return {k: v for k, v in extra.items() if v is not None}
 
 
 def _resume(s: Session, inp: StageInputs, cfg: Train, fp: str) -> tuple[int, list[dict]]:
@@ -214,6 +222,8 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
     with atomic_dir(inp.out_dir) as tmp:
         save_trained(s.pipe, cfg, inp.init_dir, tmp, inp.out_dir)
         _write_log(tmp / "train_log.csv", history)
+        for f in inp.keep:  # what an arm learned from (its composite), beside the weights
+            shutil.copyfile(f, tmp / f.name)
         record = {k: v for k, v in summary.items() if k not in RUN_ONLY}
         record["init"] = os.path.relpath(inp.init_dir, inp.out_dir)  # as dreamsolo_model.json: no machine path
         (tmp / "train_meta.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -223,7 +233,9 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
 
 def _write_log(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    # an arm's own terms (loss_composite) after the method's columns: the method's log is unchanged
+    extra = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in FIELDS]
     with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
+        w = csv.DictWriter(f, FIELDS + extra, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)

@@ -2,8 +2,8 @@
 
     L = E ||eps - eps_theta(z_t, t, c)||^2 + lambda * E ||eps - eps_theta(z'_t, t', c_pr)||^2
 
-Instance, prior (and optional Stage-I replay) examples go through the UNet as one batch; each
-term is the mean over its own examples, so lambda means the same for any batch size.
+Instance, prior (and optional Stage-I replay, composite and second-class prior) examples go through the
+UNet as one batch; each term is the mean over its own examples, so lambda means the same for any batch size.
 """
 
 from __future__ import annotations
@@ -15,13 +15,27 @@ import torch
 
 @dataclass(frozen=True)
 class Groups:
-    """Sizes of the contiguous instance | prior | replay blocks of a batch, and their weights."""
+    """Sizes of the contiguous instance | prior | replay | composite | replay-prior blocks of a batch, their
+    weights, and the instance mask (latent-resolution weights of the instance term; None = unmasked)."""
 
     n_instance: int
     n_prior: int
     n_replay: int = 0
     prior_weight: float = 1.0
     replay_weight: float = 0.0
+    n_composite: int = 0
+    composite_weight: float = 0.0
+    n_replay_prior: int = 0  # the joint arm: the scene class's priors, in the prior term with the instance's
+    instance_mask: torch.Tensor | None = None
+
+
+def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per-example mean of `err` (N, C, H, W) over C, H, W, weighted by `mask` (1, 1, H, W) where given:
+    sum(mask * err) / sum(mask), so an all-ones mask gives exactly the plain mean (Break-A-Scene's masked loss)."""
+    if mask is None:
+        return err.mean(dim=(1, 2, 3))
+    w = mask.to(err.dtype).expand(err.shape[0], err.shape[1], -1, -1)
+    return (err * w).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3)).clamp_min(1e-8)
 
 
 def dreambooth_loss(
@@ -39,14 +53,27 @@ def dreambooth_loss(
         target = noise_scheduler.get_velocity(latents, noise, t)
     else:
         target = noise
-    per_example = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
-    a, b = groups.n_instance, groups.n_instance + groups.n_prior
+    err = (pred.float() - target.float()).pow(2)
+    g = groups
+    a = g.n_instance
+    per_example = err.mean(dim=(1, 2, 3))
+    ends = {}
+    at = a
+    for name, size in (("prior", g.n_prior), ("replay", g.n_replay), ("composite", g.n_composite),
+                       ("replay_prior", g.n_replay_prior)):
+        ends[name] = (at, at + size)
+        at += size
     zero = per_example.new_zeros(())
+    block = lambda name: per_example[slice(*ends[name])]  # noqa: E731
+    priors = torch.cat([block("prior"), block("replay_prior")])
     parts = {
-        "loss_instance": per_example[:a].mean(),
-        "loss_prior": per_example[a:b].mean() if groups.n_prior else zero,
-        "loss_replay": per_example[b:].mean() if groups.n_replay else zero,
+        "loss_instance": masked_mean(err[:a], g.instance_mask).mean(),
+        "loss_prior": priors.mean() if len(priors) else zero,
+        "loss_replay": block("replay").mean() if g.n_replay else zero,
     }
-    parts["loss"] = (parts["loss_instance"] + groups.prior_weight * parts["loss_prior"]
-                     + groups.replay_weight * parts["loss_replay"])
+    parts["loss"] = (parts["loss_instance"] + g.prior_weight * parts["loss_prior"]
+                     + g.replay_weight * parts["loss_replay"])
+    if g.n_composite:  # only a stage that has the term logs it
+        parts["loss_composite"] = block("composite").mean()
+        parts["loss"] = parts["loss"] + g.composite_weight * parts["loss_composite"]
     return parts

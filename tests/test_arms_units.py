@@ -129,6 +129,8 @@ def test_compare_arm_pairs_by_prompt_and_seed():
     out = paired.compare_arm("x", arm, method, ["a", "b"])
     c = out["composed_lpips_scene"]
     assert c["pairs"]["a"]["delta"] == pytest.approx(-0.1) and c["pairs"]["a"]["verdict"] == "win"
+    # paired by seed, every difference is exactly -0.1 (the seeds' own spread cancels): a zero-width interval
+    assert c["pairs"]["a"]["ci"] == pytest.approx([-0.1, -0.1], abs=1e-9)
     assert c["pairs"]["b"]["delta"] == pytest.approx(0.05) and c["pairs"]["b"]["verdict"] == "loss"
     assert (c["overall"]["wins"], c["overall"]["ties"], c["overall"]["losses"]) == (1, 0, 1)
     assert c["overall"]["delta"] == pytest.approx(-0.025)

@@ -62,3 +62,11 @@ def test_without_mask_or_alpha_there_is_no_mask(tmp_path):
     out = prepare_pair(tmp_path, "p", 64, "center", 32)
     assert not (out / "instance_mask.png").exists()
     assert _meta(tmp_path)["instance_mask"] is None
+
+
+def test_a_mask_covering_the_whole_photo_is_warned_about(tmp_path, capsys):
+    _pair(tmp_path, Image.new("RGBA", (80, 80), (10, 10, 10, 255)))  # an alpha channel, fully opaque
+    prepare_pair(tmp_path, "p", 64, "center", 32)
+    err = capsys.readouterr().err
+    assert "alpha channel of data/pairs/p/instance.png" in err or "alpha channel of" in err
+    assert "the whole photo" in err

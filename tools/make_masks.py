@@ -4,11 +4,13 @@
     python tools/make_masks.py --check  # redraw and compare with the committed masks (exit 1 on a difference)
 
 Each mask is an outline recorded below (a polygon, vertices as fractions of the photo's width and height,
-traced by eye once on a 10 % grid), filled at the photo's own size. A classical segmentation (scikit-image's
+traced by eye once on a 10 % grid), filled at the photo's own size; the horse, a black silhouette on white,
+is thresholded instead (grey < 128). A classical segmentation (scikit-image's
 random walker, seeded at the border and centre) was tried first and drew the cat's face only, half the
-cup and a band around the rocket, so the outlines are the method. Pairs whose instance has an alpha
-channel (horse, gift) need no mask file: prepare reads the alpha. Not part of the pipeline (data/pairs
-is raw input in git); the method is in data/pairs/SOURCES.md.
+cup and a band around the rocket, so the outlines are the method. A pair whose instance has an alpha
+channel (the gift) needs no mask file: prepare reads the alpha (the horse's alpha is fully opaque, so it
+gets a file). Not part of the pipeline (data/pairs is raw input in git); the method is in
+data/pairs/SOURCES.md.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ OUTLINES = {  # pair id -> polygon of the instance, (x, y) fractions; the two ca
 }
 
 
+THRESHOLD = {  # pair id -> grey level below which a pixel is the instance (a dark silhouette on white)
+    "horse_gravel": 128,  # its PNG has an alpha channel, but a fully opaque one: the alpha says nothing
+}
+
+
+def threshold(photo: Image.Image, level: int) -> Image.Image:
+    grey = np.asarray(photo.convert("L"))
+    return Image.fromarray(((grey < level) * 255).astype(np.uint8), mode="L")
+
+
 def draw(size: tuple[int, int], outline: list[tuple[float, float]]) -> Image.Image:
     """The filled outline (L, 0 / 255) at `size`."""
     w, h = size
@@ -57,9 +69,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare with the committed masks, write nothing")
     args = parser.parse_args()
     bad = 0
-    for pair, outline in OUTLINES.items():
+    for pair in [*OUTLINES, *THRESHOLD]:
         with Image.open(instance_photo(pair)) as im:
-            mask = draw(im.size, outline)
+            mask = draw(im.size, OUTLINES[pair]) if pair in OUTLINES else threshold(im, THRESHOLD[pair])
         out = ROOT / "data" / "pairs" / pair / "instance_mask.png"
         coverage = np.asarray(mask).mean() / 255
         if args.check:

@@ -297,4 +297,10 @@ def _instance_mask(src_dir: Path, meta: dict[str, Any], resolution: int, crop: L
         return None, None
     raw, origin = found
     mask, info = masks.prepare_mask(raw, tuple(meta["decoded_size"]), resolution, crop, min_size)
+    if info["coverage"] in (0.0, 1.0):  # a fully opaque alpha, say: the arms that use it would learn nothing new
+        import sys
+
+        print(f"warning: {origin}: the instance mask is {'empty' if info['coverage'] == 0 else 'the whole photo'} "
+              "after cropping; the composite and masked arms need one that outlines the instance "
+              "(add instance_mask.png beside the photo)", file=sys.stderr)
     return mask, {"source": origin, "file": "instance_mask.png", **info}

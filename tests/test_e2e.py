@@ -31,7 +31,7 @@ def study(e2e_study) -> tuple[Path, str]:
 
 def test_repro_runs_every_stage_once(study):
     root, stdout = study
-    expected = {"base", "report"} | per_pair("prepare", "train_scene", "train_instance", "sample", "sample_base",
+    expected = {"base", "arm_inputs", "report"} | per_pair("prepare", "train_scene", "train_instance", "sample", "sample_base",
                                               "evaluate")
     expected |= {f"generate_priors@{c}" for c in CLASSES}
     assert ran(stdout) == expected

@@ -69,8 +69,9 @@ def build_report(root: Path, results: list[PairResult], study_summary: dict, arm
     s = _shape(root, results, study_summary)
     if arm_names:
         random = sorted({ev for r in results for m, ev in EVALUATOR_OF.items() if m in r.random_metrics})
-        s = dataclasses.replace(s, arms=arms.compute(root, list(arm_names), s.per_sample, s.per_sample_base, [r.pair for r in results],
-                              method_name, random))
+        block = arms.compute(root, list(arm_names), s.per_sample, s.per_sample_base, [r.pair for r in results],
+                             method_name, random)
+        s = dataclasses.replace(s, arms=block)
     reports = root / "reports"
     out = _write_numbers(reports, s)
     out.update(_write_plots(root, reports, s))

@@ -26,8 +26,8 @@ def run(study: Study, _item: str | None = None) -> dict:
         run_.metrics(report_metrics(metrics) | check_metrics(json.loads(paths["checks_json"].read_text())))
         if "arms" in metrics:  # the arms against the method: the same numbers as metrics.json's `arms`
             run_.metrics(arms.mlflow_metrics(metrics["arms"]))
-            run_.table(pd.DataFrame(arms.delta_rows(metrics["arms"])[1:], columns=arms.delta_rows(metrics["arms"])[0]),
-                       "arms_vs_method.json")
+            head, *rows = arms.delta_rows(metrics["arms"])
+            run_.table(pd.DataFrame(rows, columns=head), "arms_vs_method.json")
         for name, path in paths.items():
             folder = str(path.parent.relative_to(study.root / "reports")) if name.startswith("gridarm_") else None
             run_.artifact(path, folder or artifact_folder(name))

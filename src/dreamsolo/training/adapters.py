@@ -36,6 +36,11 @@ def add_lora(model, cfg: Train, targets: tuple[str, ...]) -> None:
         inject_adapter_in_model(config, model)
 
 
+def is_up(key: str) -> bool:
+    """An adapter's B (up) matrix, in peft's or the older diffusers key names: it carries the scale."""
+    return "lora_B" in key or ".up." in key
+
+
 def lora_state(model, cfg: Train) -> dict[str, torch.Tensor]:
     """The adapter of `model` in diffusers' key layout, with alpha/r folded into lora_B."""
     from diffusers.utils import convert_state_dict_to_diffusers
@@ -43,7 +48,7 @@ def lora_state(model, cfg: Train) -> dict[str, torch.Tensor]:
 
     scale = cfg.lora_alpha / cfg.lora_rank
     state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
-    return {k: (v * scale if "lora_B" in k or ".up." in k else v).detach().float().cpu().contiguous()
+    return {k: (v * scale if is_up(k) else v).detach().float().cpu().contiguous()
             for k, v in state.items()}
 
 
@@ -53,7 +58,7 @@ def concat_lora(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor])
         missing = sorted(set(first) ^ set(second))[:3]
         raise ValueError(f"Stage I and Stage II LoRA target different modules (e.g. {missing}); "
                          "use the same lora_targets in both stages")
-    return {k: torch.cat([first[k], second[k]], dim=1 if "lora_B" in k or ".up." in k else 0)
+    return {k: torch.cat([first[k], second[k]], dim=1 if is_up(k) else 0)
             for k in first}
 
 

@@ -37,7 +37,7 @@ def merge_lora(scene: dict[str, dict], instance: dict[str, dict], w_scene: float
     """Per component, the two adapters side by side with B scaled by the weights (a component only one
     side trained keeps that side's adapter, scaled)."""
     def scaled(state: dict[str, torch.Tensor], w: float) -> dict[str, torch.Tensor]:
-        return {k: v * w if ("lora_B" in k or ".up." in k) else v for k, v in state.items()}
+        return {k: v * w if adapters.is_up(k) else v for k, v in state.items()}
 
     out = {}
     for comp in dict.fromkeys([*scene, *instance]):

@@ -15,7 +15,8 @@ REPO = Path(__file__).resolve().parents[1]
 E2E_PAIRS = ["cat_grass", "cat_brick"]  # the end-to-end study: they share the class `cat` (one priors stage)
 E2E_CLASSES = ["cat", "grass", "brick"]
 COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools", "data/base",
-        "fingerprints", "reports/arms/README.md", "data/samples_arms/README.md"]  # the READMEs keep folders `report` depends on
+        "fingerprints",  # the code stage's outputs (tools/code_deps.py)
+        "reports/arms/README.md", "data/samples_arms/README.md"]  # the READMEs keep folders `report` depends on
 
 # Few steps and images on the random `tiny` preset: these tests check plumbing and bookkeeping, not
 # image quality (the method itself is tested on `toy`: tests/test_method.py).

@@ -1,5 +1,6 @@
-"""Each DVC stage depends on exactly the project files its code imports (tools/code_deps.py), so editing a
-file reruns exactly the stages whose code can run it; drift between dvc.yaml and the imports fails here."""
+"""Each DVC stage depends on the fingerprint of exactly the project files its code imports
+(tools/code_deps.py), so editing a file reruns exactly the stages whose code can run it; drift between
+dvc.yaml and the imports fails here."""
 
 from __future__ import annotations
 
@@ -44,17 +45,64 @@ def test_closures_follow_lazy_imports_and_stay_out_of_other_stages(code_deps):
 
 def test_drift_is_reported_both_ways(code_deps, tmp_path):
     text = (REPO / "dvc.yaml").read_text()
-    broken = text.replace("        - src/dreamsolo/sampling.py\n", "", 1)  # the first stage that lists it loses it
-    broken = broken.replace("      - src/dreamsolo/report/tables.py\n",
-                            "      - src/dreamsolo/report/tables.py\n      - src/dreamsolo/cli.py\n", 1)
-    assert broken != text
+    broken = text.replace("      - src/dreamsolo/sampling.py\n", "", 1)  # the code stage stops watching it
+    broken = broken.replace("      - fingerprints/sample.txt:\n          cache: false\n", "", 1)  # nor writes this
+    broken = broken.replace("        - fingerprints/train_scene.txt\n", "", 1)  # a stage loses its fingerprint
+    broken = broken.replace("      - fingerprints/report.txt\n",
+                            "      - fingerprints/report.txt\n      - src/dreamsolo/cli.py\n", 1)
+    assert broken.count("\n") == text.count("\n") - 3
     (tmp_path / "dvc.yaml").write_text(broken)
     drift = code_deps.drift(tmp_path / "dvc.yaml")
-    assert any("src/dreamsolo/sampling.py" in missing for missing, _ in drift.values())
-    assert drift["report"][1] == ["src/dreamsolo/cli.py"]
-    fixed = code_deps.rewrite(broken, {n: code_deps.closure(s) for n, s in
-                                       code_deps.stage_scripts(yaml.safe_load(broken)).items()})
-    assert fixed == text  # --write restores exactly the committed file
+    assert drift == {"code": (["outs: fingerprints/sample.txt", "src/dreamsolo/sampling.py"], []),
+                     "train_scene": (["fingerprints/train_scene.txt"], []),
+                     "report": ([], ["src/dreamsolo/cli.py"])}
+    assert code_deps.rewrite(broken) == text  # --write restores exactly the committed file
+
+
+@pytest.fixture
+def repo_copy(code_deps, tmp_path, monkeypatch):
+    """The code and dvc.yaml in a throwaway git repo, with code_deps pointed at it."""
+    import shutil
+    import subprocess
+
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("src", "stages", "tools"):
+        shutil.copytree(REPO / name, tmp_path / name, ignore=skip)
+    shutil.copy2(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)  # package data = files git tracks
+    monkeypatch.setattr(code_deps, "REPO", tmp_path)
+    monkeypatch.setattr(code_deps, "SRC", tmp_path / "src")
+    code_deps._direct.cache_clear()
+    yield tmp_path
+    code_deps._direct.cache_clear()
+
+
+def fingerprints(root):
+    return {p.stem: p.read_text() for p in (root / "fingerprints").glob("*.txt")}
+
+
+def test_an_edit_changes_exactly_the_fingerprints_of_the_stages_that_import_it(code_deps, repo_copy):
+    assert code_deps.main(["--fingerprint"]) == 0
+    before = fingerprints(repo_copy)
+    assert set(before) == {p.stem for p in (repo_copy / "stages").glob("*.py")}
+    for rel, expected in [("src/dreamsolo/training/loss.py", {"train_scene", "train_instance", "train_arm"}),
+                          ("src/dreamsolo/report/html.py", {"report"}),
+                          ("src/dreamsolo/cli.py", set())]:
+        path = repo_copy / rel
+        path.write_text(path.read_text() + "\n# an edit\n")
+        assert code_deps.main(["--fingerprint"]) == 0
+        after = fingerprints(repo_copy)
+        assert {s for s in before if after[s] != before[s]} == expected, rel
+        before = after
+
+
+def test_fingerprints_are_not_written_while_dvc_yaml_drifts(code_deps, repo_copy, capsys):
+    path = repo_copy / "dvc.yaml"
+    path.write_text(path.read_text().replace("      - src/dreamsolo/sampling.py\n", "", 1))
+    assert code_deps.main(["--fingerprint"]) == 1
+    assert not (repo_copy / "fingerprints").exists()
+    assert "should list src/dreamsolo/sampling.py" in capsys.readouterr().out
 
 
 def test_type_checking_imports_do_not_count(code_deps, tmp_path):

@@ -55,21 +55,27 @@ def test_status_is_exact_per_setting(e2e_study):
         per_pair("sample", "sample_base") | {f"generate_priors@{c}" for c in CLASSES})
 
 
-def status_after_code_edit(root: Path, rel: str) -> set[str]:
-    """Stages `dvc status` reports after a harmless edit of one project file (restored afterwards)."""
+def status_after_code_edit(root: Path, rel: str, refresh: bool = True) -> set[str]:
+    """Stages `dvc status` reports after a harmless edit of one project file and `dvc repro code`, which
+    rewrites the fingerprints (file and fingerprints restored afterwards)."""
     path = root / rel
     original = path.read_text()
     try:
         path.write_text(original + "\n# an edit\n")
+        if refresh:
+            run(["dvc", "repro", "code"], root)
         return set(json.loads(run(["dvc", "status", "--json"], root).stdout))
     finally:
         path.write_text(original)
+        run(["dvc", "repro", "code"], root)
 
 
 def test_status_is_exact_per_code_file(e2e_study):
-    """A code change reruns what imports the file, and nothing else (dvc.yaml code deps = import closures)."""
+    """A code change reruns what imports the file, and nothing else (fingerprints = import closures)."""
     root, _ = e2e_study
     priors = {f"generate_priors@{c}" for c in CLASSES}
+    # before `code` reruns, the edit shows on it alone: its fingerprints are what the stages depend on
+    assert status_after_code_edit(root, "src/dreamsolo/sampling.py", refresh=False) == {"code"}
     # encode_latents lives here: the training stages (cached latents) and every sampling stage import it
     assert status_after_code_edit(root, "src/dreamsolo/sampling.py") == (
         priors | per_pair("train_scene", "train_instance", "sample", "sample_base"))
@@ -79,5 +85,5 @@ def test_status_is_exact_per_code_file(e2e_study):
     assert status_after_code_edit(root, "src/dreamsolo/cli.py") == set()  # the ad-hoc CLI: no stage runs it
     # the shipped base models: `base` reads the folder (on tiny it rebuilds the same bytes, so nothing after reruns)
     assert status_after_code_edit(root, "data/base/toy/LICENSE.md") == {"base"}
-    every_stage = set(yaml.safe_load((root / "dvc.lock").read_text())["stages"])
+    every_stage = set(yaml.safe_load((root / "dvc.lock").read_text())["stages"]) - {"code"}
     assert status_after_code_edit(root, "src/dreamsolo/layout.py") == every_stage  # every stage builds paths

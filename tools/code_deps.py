@@ -158,10 +158,10 @@ def fingerprint_outs(dvc: dict) -> set[str]:
     return {fingerprint_of(s) for s in stage_scripts(dvc).values()}
 
 
-def drift(dvc_file: Path = REPO / "dvc.yaml") -> dict[str, tuple[list[str], list[str]]]:
+def drift(dvc_file: Path | None = None) -> dict[str, tuple[list[str], list[str]]]:
     """Stage -> (code deps missing, code deps not wanted); only stages that drift. The `code` stage's
     outs are checked too (a missing fingerprint shows as missing)."""
-    dvc = yaml.safe_load(dvc_file.read_text())
+    dvc = yaml.safe_load((dvc_file or REPO / "dvc.yaml").read_text())
     want = wanted(dvc)
     stages = dvc["stages"]
     have = {name: code_deps(stages[name]) if name in stages else set() for name in want}

@@ -29,10 +29,29 @@ def study(tmp_path_factory):
     mp.undo()
 
 
+UMASK = 0o007  # not the usual 022: the outputs' modes must follow it (a group-shared study)
+
+
 @pytest.fixture(scope="module")
 def ran(study):
     """Every stage's result, by name, from one in-order run of the chain (priors of every class)."""
-    return run_chain(study, PAIR, through="report", classes=list(study.classes))
+    import os
+
+    old = os.umask(UMASK)
+    try:
+        return run_chain(study, PAIR, through="report", classes=list(study.classes))
+    finally:
+        os.umask(old)
+
+
+def test_outputs_follow_the_umask(study, ran):
+    """mkstemp, mkdtemp and safetensors make owner-only files; a teammate must be able to read the models."""
+    outputs = [study.root / d for d in ("models", "data/prepared", "data/priors", "data/samples", "reports/pairs")]
+    paths = [p for d in outputs for p in [d, *d.rglob("*")]]
+    assert sum(p.suffix == ".safetensors" for p in paths) >= 4
+    wrong = {str(p.relative_to(study.root)): oct(p.stat().st_mode & 0o777) for p in paths
+             if p.stat().st_mode & 0o777 != (0o770 if p.is_dir() else 0o660)}
+    assert not wrong, wrong
 
 
 def test_base(study, ran):

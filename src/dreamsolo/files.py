@@ -20,9 +20,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a killed earlier run of this stage
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    tmp.chmod(0o755)  # mkdtemp is owner-only; outputs are meant to be shared
     try:
         yield tmp
+        follow_umask(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -42,12 +42,33 @@ def atomic_file(final: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
     os.close(fd)
     tmp = Path(name)
-    tmp.chmod(0o644)
     try:
         yield tmp
+        follow_umask(tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux says it (os.umask can only set it)."""
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def follow_umask(root: Path) -> None:
+    """Give `root` (and everything under it) the modes a plain write would: mkstemp / mkdtemp and
+    safetensors make owner-only files, which a teammate on a shared machine could not read."""
+    mask = umask()
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for path in paths:
+        want = (0o777 if path.is_dir() else 0o666) & ~mask
+        if not path.is_symlink() and path.stat().st_mode & 0o777 != want:
+            path.chmod(want)
 
 
 def write_json(path: Path, data: Any) -> None:

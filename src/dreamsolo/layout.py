@@ -98,6 +98,14 @@ def pair_csv(root: Path, pair_id: str, base: bool = False) -> Path:
     return _under(root, "reports/pairs_base" if base else "reports/pairs", "pair", pair_id, ".csv")
 
 
+def run_receipt(root: Path, dvc_stage: str) -> Path:
+    """reports/runs/<dvc stage>.json: that its MLflow run was logged (DVC-cached, so a fresh clone reruns
+    the stages whose other outputs git holds, and its MLflow store gets their runs)."""
+    stage, _, key = dvc_stage.partition("@")
+    name = check_id("stage", stage) + (f"@{check_id('stage key', key)}" if key else "")
+    return inside(root, Path("reports/runs") / f"{name}.json")
+
+
 def is_model(folder: Path) -> bool:
     """A base or trained model folder: a diffusers pipeline, or a LoRA folder with its model info."""
     return (folder / "model_index.json").is_file() or (folder / MODEL_INFO).is_file()

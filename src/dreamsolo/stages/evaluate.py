@@ -68,7 +68,8 @@ def _evaluate(study: Study, pair_id: str, tuned_dir: Path, json_path: Path, csv_
     base_model = str(base_dir(study.root, study.preset_name).relative_to(study.root))
     params = {"pair": pair_id, "category": pair.category, "base_model": base_model,
               **({"arm": arm} if arm else {}), **dataclasses.asdict(study.evaluate)}
-    with tracking.stage_run(study.root, stage, params, pair=pair_id, warning=ev.warning, item=item) as run_:
+    with tracking.stage_run(study.root, stage, params, pair=pair_id, warning=ev.warning, item=item,
+                            receipt=True) as run_:
         bs = study.evaluate.batch_size
         # One pass over both sets: each reference and each distinct prompt is embedded once.
         joint = pd.concat([tuned_m.assign(**{SOURCE: "tuned"}), base_m.assign(**{SOURCE: "base"})],
@@ -97,6 +98,8 @@ def _evaluate(study: Study, pair_id: str, tuned_dir: Path, json_path: Path, csv_
         if arm:
             run_.tags({"arm": arm})
         _log(run_, result, json_path, tables)
+        if not arm:  # the method's numbers on the pair's parent run (an arm's would overwrite them)
+            run_.parent_metrics(pair_metrics(result))
     return result
 
 

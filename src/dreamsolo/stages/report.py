@@ -18,7 +18,7 @@ def run(study: Study, _item: str | None = None) -> dict:
     results = read_results(study.root, list(study.pairs))  # typed; refuses a pair JSON without the floor
     summary = study_summary(results)
     params = {"pairs": list(study.pairs), "preset": study.preset_name, "arms": list(study.arms.run)}
-    with tracking.stage_run(study.root, "report", params, warning=summary.get("warning")) as run_:
+    with tracking.stage_run(study.root, "report", params, warning=summary.get("warning"), receipt=True) as run_:
         paths = build_report(study.root, results, summary, study.arms.run)
         table = pd.read_csv(paths["pairs_csv"])
         run_.table(table, "pairs_table.json")  # the eight-pair LPIPS / CLIP-T (and every other metric) table

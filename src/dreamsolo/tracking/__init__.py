@@ -23,10 +23,30 @@ from urllib.parse import urlparse
 from dreamsolo.errors import UserError
 
 EXPERIMENT = os.environ.get("DREAMSOLO_EXPERIMENT", "dreamsolo")
+KIND_TAG = "mlflow.experimentKind"  # the UI's experiment type: opens on the runs, not traces
+# A saved view of the runs table (MLflow's "share view" state: `#/experiments/<id>?viewStateShareKey=study`):
+# the pair parent runs with their evaluate metrics and the training runs' last loss as columns.
+VIEW_KEY = "study"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+VIEW_COLUMNS = ["tags.`pair`", "tags.`stage`", *(f"metrics.`{m}`" for m in (
+    "lpips_instance_mean", "base_lpips_instance_mean", "lpips_scene_mean", "base_lpips_scene_mean",
+    "clip_t_mean", "clip_i_mean", "dino_mean", "div_mean", "loss"))]
+VIEW = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
+        "selectedColumns": VIEW_COLUMNS}
 
 
 class TrackingUnreachable(UserError, RuntimeError):
     """The tracking server does not answer: the stage stops before any work."""
+
+
+class TrackingLost(UserError, RuntimeError):
+    """Logging failed during the stage (the server went away): the stage fails, so DVC records nothing
+    of it, and `dvc repro` runs it again once the server answers."""
+
+    def __init__(self, uri: str, err: BaseException) -> None:
+        why = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        super().__init__(f"MLflow logging failed ({_redact(urlparse(uri))}): {why}. DVC recorded nothing of "
+                         "this stage; once the tracking server answers, `dvc repro` runs it again")
 
 
 def tracking_uri(root: Path) -> str:
@@ -170,9 +190,21 @@ class Run:
     def __init__(self, mlflow, run) -> None:
         self._m = mlflow
         self.id = run.info.run_id
+        self.parent = run.data.tags.get("mlflow.parentRunId")
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         self._m.log_metrics({k: float(v) for k, v in values.items()}, step=step)
+
+    def parent_metrics(self, values: dict[str, float]) -> None:
+        """The same values on the pair's parent run too: its row in the runs table shows the pair."""
+        import time
+
+        from mlflow.entities import Metric
+
+        if self.parent:
+            now = int(time.time() * 1000)
+            self._m.tracking.MlflowClient().log_batch(
+                self.parent, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if path.is_dir():
@@ -206,8 +238,13 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     from mlflow.tracking import MlflowClient
 
     mlflow.set_tracking_uri(uri)
-    exp_id = mlflow.set_experiment(EXPERIMENT).experiment_id
+    exp = mlflow.set_experiment(EXPERIMENT)
+    exp_id = exp.experiment_id
     client = MlflowClient()
+    if KIND_TAG not in exp.tags:  # else MLflow 3's UI opens a new experiment on its GenAI overview
+        client.set_experiment_tag(exp_id, KIND_TAG, "custom_model_development")
+    if VIEW_TAG not in exp.tags:
+        client.set_experiment_tag(exp_id, VIEW_TAG, json.dumps(VIEW))
     key = item or pair  # an arm's stage: <pair>-<arm>
     dvc_stage = f"{stage}@{key}" if key else stage
     phash = params_hash(params)
@@ -232,24 +269,44 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
 
 @contextlib.contextmanager
 def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
-              warning: str | None = None, item: str | None = None) -> Iterator[Run]:
+              warning: str | None = None, item: str | None = None, receipt: bool = False) -> Iterator[Run]:
     """Open the run of one DVC stage instance; FAILED if the stage raises.
 
     Given a forked logger (`log_through`), the MLflow calls run there, so MLflow's import and store
-    set-up overlap the stage's own work; otherwise they run in-process.
+    set-up overlap the stage's own work; otherwise they run in-process. `receipt`: once the run is
+    FINISHED, write `layout.run_receipt` (a DVC output of the stages whose other outputs are in git).
     """
     uri = resolve_uri(root)  # reachable, or the local fallback, or TrackingUnreachable
     if _logger is not None:
         with _logger.run(root, uri, stage, params, pair, warning, item) as proxy:
             yield proxy
-        return
-    run = _open(root, uri, stage, params, pair, warning, sys.argv, item)
-    try:
-        yield run
-    except BaseException:
-        run._m.end_run("FAILED")
-        raise
-    run._m.end_run("FINISHED")
+    else:
+        run = _open(root, uri, stage, params, pair, warning, sys.argv, item)
+        try:
+            yield run
+        except BaseException:
+            with contextlib.suppress(Exception):  # the server may be what failed
+                run._m.end_run("FAILED")
+            raise
+        try:
+            run._m.end_run("FINISHED")
+        except Exception as e:  # noqa: BLE001 - the server went away: a user error, not a traceback
+            raise TrackingLost(uri, e) from e
+    if receipt:
+        _write_receipt(root, stage, params, item or pair)
+
+
+def _write_receipt(root: Path, stage: str, params: dict, key: str | None) -> None:
+    """The same bytes every time the run is logged with these params (no run id, no URI): the receipt
+    says the run exists, and rerunning the stage does not change dvc.lock."""
+    from dreamsolo.files import write_json
+    from dreamsolo.layout import run_receipt
+
+    dvc_stage = f"{stage}@{key}" if key else stage
+    phash = params_hash(params)
+    write_json(run_receipt(root, dvc_stage), {
+        "dvc_stage": dvc_stage, "experiment": EXPERIMENT, "params_hash": phash,
+        "find": f"tags.dvc_stage = '{dvc_stage}' and tags.params_hash = '{phash}'"})
 
 
 _logger = None

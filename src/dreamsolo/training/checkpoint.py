@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from dreamsolo.files import file_digest
+from dreamsolo.files import file_digest, follow_umask
 
 META = "meta.json"  # written last: a folder without it is incomplete
 HISTORY = "history.json"
@@ -58,6 +58,7 @@ def save(folder: Path, step: int, fp: str, trainable: dict[str, torch.Tensor], o
     rows = [r for r in (history or []) if r["step"] <= step]
     (tmp / HISTORY).write_text(json.dumps(rows))
     (tmp / META).write_text(json.dumps({"step": step, "fingerprint": fp}))
+    follow_umask(tmp)  # safetensors writes owner-only files
     _fsync_dir(tmp)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)  # a checkpoint is complete or absent

@@ -62,8 +62,8 @@ def _serve(conn, stage_end, uri: str) -> None:
 class Proxy:
     """The `tracking.Run` interface, forwarded to the logger process."""
 
-    def __init__(self, conn) -> None:
-        self._conn = conn
+    def __init__(self, conn, uri: str) -> None:
+        self._conn, self._uri = conn, uri
 
     def _call(self, op: str, args: tuple, reply: bool) -> None:
         try:
@@ -71,12 +71,16 @@ class Proxy:
             err = self._conn.recv() if reply else None
         except (OSError, EOFError) as e:
             raise RuntimeError(f"the MLflow logger process is gone ({e!r}); nothing more is logged") from e
-        if reply:
-            if err is not None:
-                raise RuntimeError(f"MLflow logging failed: {err}") from err
+        if reply and err is not None:
+            from dreamsolo.tracking import TrackingLost
+
+            raise TrackingLost(self._uri, err) from err
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         self._call("metrics", ({k: float(v) for k, v in values.items()}, step), False)
+
+    def parent_metrics(self, values: dict[str, float]) -> None:
+        self._call("parent_metrics", ({k: float(v) for k, v in values.items()},), False)
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         self._call("artifact", (path, folder), True)
@@ -123,7 +127,7 @@ class Worker:
     @contextlib.contextmanager
     def run(self, root: Path, uri: str, stage: str, params: dict, pair: str | None,
             warning: str | None, item: str | None = None) -> Iterator[Proxy]:
-        proxy = Proxy(self.conn)
+        proxy = Proxy(self.conn, uri)
         proxy._call("open", (root, uri, stage, params, pair, warning, sys.argv, item), False)
         try:
             yield proxy

@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Open a study's MLflow UI in headless Chromium as a new user would, and save what it shows.
+
+    python tools/check_mlflow_ui.py [STUDY_ROOT] [--out bench/out/mlflow_ui]
+
+Starts `mlflow ui` on the study's mlflow.db (loopback, a free port), then loads two pages: the
+experiment as `mlflow ui` opens it, and the study's saved view (`?viewStateShareKey=study`: the pair
+runs with their metrics as columns). For each it writes a screenshot and the page's text, and checks
+the text: the runs table is there (a run name of the study is shown), not the GenAI overview; the
+saved view shows the metric columns. Exit status: 0 all good, 1 a page is wrong, 2 chromium missing.
+Needs Debian's `chromium`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+         "--disable-background-networking", "--hide-scrollbars", "--window-size=1600,1000",
+         "--virtual-time-budget=25000"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(port: int, proc: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None:
+            sys.exit("mlflow ui exited before it answered")
+        time.sleep(0.5)
+    sys.exit(f"mlflow ui did not answer on port {port} within {seconds:g} s")
+
+
+def page_text(chromium: str, url: str, shot: Path) -> str:
+    """The rendered page's visible text (from its DOM, tags stripped), and a screenshot."""
+    with tempfile.TemporaryDirectory() as profile:
+        flags = [*FLAGS, f"--user-data-dir={profile}"]
+        subprocess.run([chromium, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=180)
+        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True,
+                             timeout=180).stdout
+    dom = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("root", nargs="?", default=".", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("bench/out/mlflow_ui"))
+    args = ap.parse_args(argv)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        print("chromium not found (apt-get install chromium)", file=sys.stderr)
+        return 2
+    from mlflow.tracking import MlflowClient
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+    from dreamsolo import tracking
+
+    uri = f"sqlite:///{(args.root / 'mlflow.db').resolve().as_posix()}"
+    exp = MlflowClient(uri).get_experiment_by_name(tracking.EXPERIMENT)
+    if exp is None:
+        print(f"no experiment {tracking.EXPERIMENT!r} in {uri}: run the study first", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    mlflow = str(Path(sys.executable).with_name("mlflow"))
+    proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    bad = []
+    try:
+        wait_for(port, proc)
+        base = f"http://127.0.0.1:{port}/#/experiments/{exp.experiment_id}"
+        pages = {"experiment": base, "study_view": f"{base}?viewStateShareKey={tracking.VIEW_KEY}"}
+        for name, url in pages.items():
+            text = page_text(chromium, url, args.out / f"{name}.png")
+            (args.out / f"{name}.txt").write_text(text)
+            print(f"{name}: {url}\n  screenshot {args.out / f'{name}.png'}; text: {text[:300]!r}")
+            if "train_scene@" not in text and "pair " not in text:
+                bad.append(f"{name}: no run of the study in the page")
+            if "No data available" in text or "Traces 0" in text:
+                bad.append(f"{name}: the GenAI overview, not the runs")
+            if name == "study_view" and "lpips_instance_mean" not in text:
+                bad.append(f"{name}: the metric columns are not shown")
+    finally:
+        import os
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    for b in bad:
+        print("problem:", b)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

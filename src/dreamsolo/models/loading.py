@@ -16,7 +16,12 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """The GPU if there is one (each data-parallel process its own: LOCAL_RANK), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cuda")
 
 
 def read_info(folder: Path) -> dict:

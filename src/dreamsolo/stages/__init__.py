@@ -14,8 +14,10 @@ from dreamsolo.layout import repo_root
 def stage_main(fn: Callable[..., object], name: str, key: str | None = None, *more: str) -> None:
     """Parse `--<key> ID` (and `--<more> ID`: an arm's stage takes --pair and --arm), load params, run one
     stage function; a user error exits 1 with one line."""
-    from dreamsolo import tracking, warm
+    from dreamsolo import distributed, tracking, warm
 
+    with one_line_errors(name):
+        distributed.relaunch(name)  # DREAMSOLO_NPROC=N: this process becomes `accelerate launch` of N
     warm.handoff()  # on a CPU box: the rest runs in an already-warm process (see dreamsolo.warm)
     parser = argparse.ArgumentParser(prog=f"stages/{name}.py", description=f"DVC stage `{name}`")
     if key:
@@ -26,5 +28,6 @@ def stage_main(fn: Callable[..., object], name: str, key: str | None = None, *mo
     with one_line_errors(name):
         study = load_study(repo_root())
         # an unreachable tracking server stops the stage here, before the logger forks or any work
-        tracking.log_through(warm.start_logger(tracking.resolve_uri(study.root)))
+        if distributed.world().main:  # other ranks of a data-parallel stage log nothing
+            tracking.log_through(warm.start_logger(tracking.resolve_uri(study.root)))
         fn(study, getattr(args, "item", None), *(getattr(args, k) for k in more))

@@ -8,6 +8,7 @@ import shutil
 from typing import TYPE_CHECKING
 
 from dreamsolo.config import Study
+from dreamsolo.distributed import world
 from dreamsolo.files import atomic_file
 from dreamsolo.layout import (SUBDIR, TrainStage, base_dir, checkpoint_dir, is_model, model_dir, prepared_dir,
                               priors_dir, train_log)
@@ -73,6 +74,8 @@ def train_logged(study: Study, pair_id: str, stage: str, cfg, inp: StageInputs, 
               **(extra or {}), **dataclasses.asdict(cfg)}
     with tracking.stage_run(study.root, stage, params, pair=pair_id, item=item) as run_:
         summary = train_stage(inp, cfg, log=lambda step, m: run_.metrics(m, step=step), desc=desc)
+        if not world().main:  # a data-parallel stage: rank 0 writes and logs
+            return summary
         run_.metrics({k: summary[k] for k in ("seconds", "s_per_step", "resumed_from")})
         if "evaluation" in summary:  # which step the run stopped at, and why (the adaptive rule's record)
             run_.metrics({"stopped_at": summary["evaluation"]["stopped_at"]})

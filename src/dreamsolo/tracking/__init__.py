@@ -267,6 +267,13 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     return Run(mlflow, run)
 
 
+class NullRun:
+    """The `Run` interface that logs nothing (the other ranks of a data-parallel stage)."""
+
+    def __getattr__(self, _name):
+        return lambda *args, **kwargs: None
+
+
 @contextlib.contextmanager
 def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
               warning: str | None = None, item: str | None = None, receipt: bool = False) -> Iterator[Run]:
@@ -276,6 +283,11 @@ def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
     set-up overlap the stage's own work; otherwise they run in-process. `receipt`: once the run is
     FINISHED, write `layout.run_receipt` (a DVC output of the stages whose other outputs are in git).
     """
+    from dreamsolo.distributed import world
+
+    if not world().main:  # a data-parallel stage's other ranks: rank 0 logs the run
+        yield NullRun()
+        return
     uri = resolve_uri(root)  # reachable, or the local fallback, or TrackingUnreachable
     if _logger is not None:
         with _logger.run(root, uri, stage, params, pair, warning, item) as proxy:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dreamsolo import distributed
 from dreamsolo.config import Train
 from dreamsolo.errors import UserError
 from dreamsolo.files import atomic_dir
@@ -61,6 +62,9 @@ class Session:
     gen: torch.Generator
     groups: Groups
     scale: float  # the VAE's latent scaling factor
+    world: distributed.World  # one process, or this rank of DREAMSOLO_NPROC (dreamsolo.distributed)
+    unet: object  # what the step calls: pipe.unet, or its DDP wrapper
+    text_encoder: object
     last_finite: float | None = None  # the last finite loss, named when training diverges
 
 
@@ -74,6 +78,8 @@ def setup(inp: StageInputs, cfg: Train, desc: str = "train") -> Session:
 
     dev = device()
     check_device(cfg, dev, desc)
+    world = distributed.init(dev)
+    distributed.check(cfg.batch_size, bool(cfg.eval_every), world, desc)
     torch.manual_seed(cfg.seed)
     pipe = load_pipeline(inp.init_dir).to(dev)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -82,13 +88,17 @@ def setup(inp: StageInputs, cfg: Train, desc: str = "train") -> Session:
     optimizer = make_optimizer(list(trainable.values()), cfg, dev)
     lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps,
                                  num_training_steps=cfg.steps)
-    b = cfg.batch_size
+    b = cfg.batch_size // world.size  # this process's share of the global batch
     groups = Groups(b, b, b if cached.replay else 0, cfg.prior_weight, cfg.replay_weight,
                     b if cached.composite else 0, inp.composite_weight, b if cached.replay_prior else 0,
                     cached.mask)
+    unet, text_encoder = pipe.unet, pipe.text_encoder
+    if world.size > 1:
+        unet = distributed.wrap(pipe.unet, dev)
+        text_encoder = distributed.wrap(pipe.text_encoder, dev) if cfg.train_text_encoder else text_encoder
     return Session(desc, dev, pipe, noise_scheduler, trainable, cached, optimizer, lr_scheduler,
                    grad_scaler(cfg, dev), torch.Generator(device=dev).manual_seed(cfg.seed), groups,
-                   pipe.vae.config.scaling_factor)
+                   pipe.vae.config.scaling_factor, world, unet, text_encoder)
 
 
 def _diverged(s: Session, cfg: Train, what: str) -> TrainingDiverged:
@@ -102,15 +112,19 @@ def train_step(s: Session, cfg: Train, step: int) -> dict[str, float]:
     lr-scheduler steps. Returns the loss terms (means over the micro-batches); a non-finite loss stops
     training before the weights are touched."""
     sums: dict[str, float] = {}
+    big = cfg.batch_size  # the global batch: every rank draws all of it, then trains on its own rows
     for _ in range(cfg.grad_accum):
         if cfg.train_text_encoder:  # the encoder is trained: its embeddings change every step
-            s.cached.text = s.pipe.text_encoder(s.cached.ids)[0]
-        latents, text = make_batch(s.cached, cfg.batch_size, s.scale, s.gen)
+            s.cached.text = s.text_encoder(s.cached.ids)[0]
+        latents, text = make_batch(s.cached, big, s.scale, s.gen)
+        rows = distributed.rows(latents.shape[0] // big, big // s.world.size, s.world) if s.world.size > 1 else None
         with autocast(cfg, s.dev):
-            parts = dreambooth_loss(s.pipe.unet, s.noise_scheduler, latents, text, s.groups, s.gen)
+            parts = dreambooth_loss(s.unet, s.noise_scheduler, latents, text, s.groups, s.gen, rows=rows)
         s.scaler.scale(parts["loss"] / cfg.grad_accum).backward()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v.item() / cfg.grad_accum
+    if s.world.size > 1:  # every rank sees the same numbers (and stops on the same non-finite loss)
+        sums = distributed.mean_over_ranks(sums, s.dev)
     if not math.isfinite(sums["loss"]):
         raise _diverged(s, cfg, f"loss became {sums['loss']} at step {step}")
     s.last_finite = sums["loss"]
@@ -168,7 +182,9 @@ def _resume(s: Session, inp: StageInputs, cfg: Train, fp: str) -> tuple[int, lis
 def _loop(s: Session, inp: StageInputs, cfg: Train, fp: str, start: int, history: list[dict],
           log: LogFn | None, evaluate: StepEvaluator | None = None) -> str | None:
     """Train from `start`; returns the adaptive rule's reason when it stopped early, else None."""
-    with stop_signals() as stop, tqdm(total=cfg.steps, initial=start, desc=s.desc, unit="step") as bar:
+    main = s.world.main
+    with stop_signals() as stop, tqdm(total=cfg.steps, initial=start, desc=s.desc, unit="step",
+                                      disable=not main) as bar:
         for step in range(start + 1, cfg.steps + 1):
             sums = train_step(s, cfg, step)
             row = {"step": step, **{k: round(v, 6) for k, v in sums.items()}, "lr": s.lr_scheduler.get_last_lr()[0]}
@@ -177,13 +193,13 @@ def _loop(s: Session, inp: StageInputs, cfg: Train, fp: str, start: int, history
             history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{sums['loss']:.4f}")
-            if log and (step % cfg.log_every == 0 or step == cfg.steps or "eval_fidelity" in row):
+            if log and main and (step % cfg.log_every == 0 or step == cfg.steps or "eval_fidelity" in row):
                 log(step, {k: v for k, v in row.items() if k != "step"})
             reason = adaptive_stop(history, cfg) if cfg.stop == "adaptive" and "eval_fidelity" in row else None
             if reason:
                 tqdm.write(f"{s.desc}: adaptive stop: {reason}")
                 return reason
-            if (step % cfg.checkpoint_every == 0 and step < cfg.steps) or stop["sig"]:
+            if main and ((step % cfg.checkpoint_every == 0 and step < cfg.steps) or stop["sig"]):
                 checkpoint.save(inp.ckpt_dir, step, fp, s.trainable, s.optimizer, s.lr_scheduler, s.gen,
                                 cfg.keep_checkpoints, history=history, scaler=s.scaler)
             if stop["sig"]:
@@ -218,6 +234,9 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
     if cfg.eval_every:
         summary["evaluation"] = {"at_start": at_start, "stop": cfg.stop, "stopped_at": done,
                                  "reason": reason or f"ran all {cfg.steps} steps"}
+    distributed.finish(s.world)
+    if not s.world.main:  # rank 0 writes the outputs
+        return summary
     s.pipe.unet.eval()
     with atomic_dir(inp.out_dir) as tmp:
         save_trained(s.pipe, cfg, inp.init_dir, tmp, inp.out_dir)

@@ -40,13 +40,18 @@ def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def dreambooth_loss(
     unet, noise_scheduler, latents: torch.Tensor, text: torch.Tensor, groups: Groups,
-    generator: torch.Generator,
+    generator: torch.Generator, rows: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Noise the (already scaled) latents at random timesteps, predict, and weight the MSE terms."""
+    """Noise the (already scaled) latents at random timesteps, predict, and weight the MSE terms.
+    `rows`: this process's rows of a global batch (data-parallel): noise and timesteps are drawn for the
+    whole batch first, so N processes draw what one process would."""
     n = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     steps = noise_scheduler.config.num_train_timesteps
     t = torch.randint(0, steps, (n,), generator=generator, device=latents.device)
+    if rows is not None:
+        rows = rows.to(latents.device)
+        latents, noise, t, text = latents[rows], noise[rows], t[rows], text[rows]
     noisy = noise_scheduler.add_noise(latents, noise, t)
     pred = unet(noisy, t, encoder_hidden_states=text, return_dict=False)[0]
     if noise_scheduler.config.prediction_type == "v_prediction":

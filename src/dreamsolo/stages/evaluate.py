@@ -99,7 +99,7 @@ def _evaluate(study: Study, pair_id: str, tuned_dir: Path, json_path: Path, csv_
             run_.tags({"arm": arm})
         _log(run_, result, json_path, tables)
         if not arm:  # the method's numbers on the pair's parent run (an arm's would overwrite them)
-            run_.parent_metrics(pair_metrics(result))
+            run_.parent_metrics(pair_metrics(result), {"warning": ev.warning or "none: every evaluator pretrained"})
     return result
 
 

@@ -24,15 +24,20 @@ from dreamsolo.errors import UserError
 
 EXPERIMENT = os.environ.get("DREAMSOLO_EXPERIMENT", "dreamsolo")
 KIND_TAG = "mlflow.experimentKind"  # the UI's experiment type: opens on the runs, not traces
-# A saved view of the runs table (MLflow's "share view" state: `#/experiments/<id>?viewStateShareKey=study`):
-# the pair parent runs with their evaluate metrics and the training runs' last loss as columns.
+# A saved view of the runs table (MLflow's "share view" state, opened by `view_path`): the eight pair
+# runs, each with its evaluate numbers and the random-evaluator warning as columns.
 VIEW_KEY = "study"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-VIEW_COLUMNS = ["tags.`pair`", "tags.`stage`", *(f"metrics.`{m}`" for m in (
+VIEW_COLUMNS = ["tags.`warning`", *(f"metrics.`{m}`" for m in (
     "lpips_instance_mean", "base_lpips_instance_mean", "lpips_scene_mean", "base_lpips_scene_mean",
-    "clip_t_mean", "clip_i_mean", "dino_mean", "div_mean", "loss"))]
-VIEW = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False,
-        "selectedColumns": VIEW_COLUMNS}
+    "clip_t_mean", "clip_i_mean", "dino_mean", "div_mean"))]
+VIEW = {"searchFilter": "tags.dreamsolo_parent LIKE '%'", "orderByKey": "tags.`dreamsolo_parent`",
+        "orderByAsc": True, "selectedColumns": VIEW_COLUMNS}
+
+
+def view_path(exp_id: str) -> str:
+    """The UI path (after `mlflow ui`'s address) of the runs table in the study's saved view."""
+    return f"/#/experiments/{exp_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 class TrackingUnreachable(UserError, RuntimeError):
@@ -195,16 +200,18 @@ class Run:
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         self._m.log_metrics({k: float(v) for k, v in values.items()}, step=step)
 
-    def parent_metrics(self, values: dict[str, float]) -> None:
-        """The same values on the pair's parent run too: its row in the runs table shows the pair."""
+    def parent_metrics(self, values: dict[str, float], tags: dict[str, str]) -> None:
+        """The same values (and the evaluator warning) on the pair's parent run too: its row in the runs
+        table shows the pair."""
         import time
 
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         if self.parent:
             now = int(time.time() * 1000)
             self._m.tracking.MlflowClient().log_batch(
-                self.parent, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()])
+                self.parent, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()])
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         if path.is_dir():
@@ -243,7 +250,7 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     client = MlflowClient()
     if KIND_TAG not in exp.tags:  # else MLflow 3's UI opens a new experiment on its GenAI overview
         client.set_experiment_tag(exp_id, KIND_TAG, "custom_model_development")
-    if VIEW_TAG not in exp.tags:
+    if exp.tags.get(VIEW_TAG) != json.dumps(VIEW):  # kept as this code defines it
         client.set_experiment_tag(exp_id, VIEW_TAG, json.dumps(VIEW))
     key = item or pair  # an arm's stage: <pair>-<arm>
     dvc_stage = f"{stage}@{key}" if key else stage

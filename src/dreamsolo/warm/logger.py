@@ -79,8 +79,8 @@ class Proxy:
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         self._call("metrics", ({k: float(v) for k, v in values.items()}, step), False)
 
-    def parent_metrics(self, values: dict[str, float]) -> None:
-        self._call("parent_metrics", ({k: float(v) for k, v in values.items()},), False)
+    def parent_metrics(self, values: dict[str, float], tags: dict[str, str]) -> None:
+        self._call("parent_metrics", ({k: float(v) for k, v in values.items()}, tags), False)
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         self._call("artifact", (path, folder), True)

@@ -249,6 +249,20 @@ def test_e2e_page_loads_in_headless_chromium(study):
     assert loaded == total == 3 + 2 * len(PAIRS)  # plots, then a fine-tuned and a base grid per pair
 
 
+@pytest.mark.skipif(__import__("shutil").which("chromium") is None,
+                    reason="chromium not installed (apt-get install chromium) - MLflow UI not checked in a browser")
+def test_mlflow_ui_saved_view_shows_every_pair_with_its_metrics(study, tmp_path):
+    import subprocess
+    import sys
+
+    root, _ = study
+    tool = Path(__file__).resolve().parents[1] / "tools" / "check_mlflow_ui.py"
+    proc = subprocess.run([sys.executable, str(tool), str(root), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "study_view.png").stat().st_size > 10_000
+
+
 def test_dvc_plots_and_metrics_diff_show_the_change(study, tmp_path):
     """Commit the current results, change an evaluator, reproduce: `dvc plots diff` / `dvc metrics diff`
     against HEAD show both revisions with different numbers (the way two experiments are compared)."""

@@ -97,12 +97,18 @@ def _direct(path: Path) -> frozenset[Path]:
 
 
 def _package_data() -> list[Path]:
-    """The non-Python files git tracks in src/dreamsolo (a locally made, ignored file is no dep)."""
+    """The non-Python files in src/dreamsolo, less those git ignores (a locally made file, such as a
+    converted trunk nobody ships, is no dep). Not "what git tracks": a new study's first `dvc repro`
+    often runs before `git add`."""
     import subprocess
 
-    out = subprocess.run(["git", "ls-files", "-z", f"src/{PACKAGE}"], cwd=REPO, capture_output=True, check=True)
-    files = [REPO / f for f in out.stdout.decode().split("\0") if f]
-    return [p for p in files if p.suffix != ".py" and p.name not in (".gitignore",) and p.is_file()]
+    files = [p for p in sorted((SRC / PACKAGE).rglob("*")) if p.is_file() and p.suffix not in (".py", ".pyc")
+             and p.name != ".gitignore" and "__pycache__" not in p.parts]
+    rel = [p.relative_to(REPO).as_posix() for p in files]
+    out = subprocess.run(["git", "check-ignore", "-z", "--stdin"], cwd=REPO, input="\0".join(rel).encode(),
+                         capture_output=True)  # exit 1: none ignored; 128: not a git repo (none ignored)
+    ignored = set(out.stdout.decode().split("\0")) if out.returncode == 0 else set()
+    return [p for p, r in zip(files, rel) if r not in ignored]
 
 
 def _data_files(modules: set[Path]) -> set[Path]:

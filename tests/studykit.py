@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -104,6 +105,11 @@ def env(root: Path) -> dict[str, str]:
     e.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
              DVC_NO_ANALYTICS="1", PYTHONWARNINGS="ignore")
     return e
+
+
+def ran(stdout: str) -> set[str]:
+    """The stages a `dvc repro` ran, from its output."""
+    return set(re.findall(r"Running stage '([^']+)'", stdout))
 
 
 def run(cmd: list[str], root: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -74,8 +74,10 @@ def repo_copy(code_deps, tmp_path, monkeypatch):
     monkeypatch.setattr(code_deps, "REPO", tmp_path)
     monkeypatch.setattr(code_deps, "SRC", tmp_path / "src")
     code_deps._direct.cache_clear()
+    code_deps._package_data.cache_clear()
     yield tmp_path
     code_deps._direct.cache_clear()
+    code_deps._package_data.cache_clear()
 
 
 def fingerprints(root):

@@ -10,14 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studykit import E2E_CLASSES, E2E_PAIRS, artifact_paths, current_runs, edit_params, load_table, mlflow_client, run
+from studykit import (E2E_CLASSES, E2E_PAIRS, artifact_paths, current_runs, edit_params, load_table, mlflow_client,
+                      ran, run)
 
 pytestmark = pytest.mark.e2e
 PAIRS, CLASSES = E2E_PAIRS, E2E_CLASSES
-
-
-def ran(stdout: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", stdout))
 
 
 def per_pair(*stages: str) -> set[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -22,15 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studykit import E2E_PAIRS as PAIRS, artifact_paths, edit_params, env, run
+from studykit import E2E_PAIRS as PAIRS, artifact_paths, edit_params, env, ran, run
 
 pytestmark = pytest.mark.e2e
 
 IGNORE = "/mlflow.db\n/mlruns/\n/mlartifacts/\n/.dvc/cache/\n/.dvc/tmp/\n/.dvc/config.local\n"
-
-
-def ran(stdout: str) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", stdout))
 
 
 def files_under(root: Path, *tops: str) -> dict[str, bytes]:

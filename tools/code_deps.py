@@ -96,7 +96,8 @@ def _direct(path: Path) -> frozenset[Path]:
     return frozenset(out)
 
 
-def _package_data() -> list[Path]:
+@cache
+def _package_data() -> tuple[Path, ...]:
     """The non-Python files in src/dreamsolo, less those git ignores (a locally made file, such as a
     converted trunk nobody ships, is no dep). Not "what git tracks": a new study's first `dvc repro`
     often runs before `git add`."""
@@ -108,7 +109,7 @@ def _package_data() -> list[Path]:
     out = subprocess.run(["git", "check-ignore", "-z", "--stdin"], cwd=REPO, input="\0".join(rel).encode(),
                          capture_output=True)  # exit 1: none ignored; 128: not a git repo (none ignored)
     ignored = set(out.stdout.decode().split("\0")) if out.returncode == 0 else set()
-    return [p for p, r in zip(files, rel) if r not in ignored]
+    return tuple(p for p, r in zip(files, rel) if r not in ignored)
 
 
 def _data_files(modules: set[Path]) -> set[Path]:

@@ -117,4 +117,4 @@ def mean_over_ranks(values: dict[str, float], dev) -> dict[str, float]:
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=dev)
     dist.all_reduce(t)
-    return {k: float(v) / world().size for k, v in zip(keys, t.tolist())}
+    return {k: float(v) / dist.get_world_size() for k, v in zip(keys, t.tolist())}

@@ -17,11 +17,12 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 
 def device() -> torch.device:
     """The GPU if there is one (each data-parallel process its own: LOCAL_RANK), else the CPU."""
+    from dreamsolo.distributed import world
+
     if not torch.cuda.is_available():
         return torch.device("cpu")
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cuda")
+    w = world()
+    return torch.device("cuda", w.local_rank) if w.size > 1 else torch.device("cuda")
 
 
 def read_info(folder: Path) -> dict:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from dreamsolo.errors import UserError
 
 EXPERIMENT = os.environ.get("DREAMSOLO_EXPERIMENT", "dreamsolo")
-KIND_TAG = "mlflow.experimentKind"  # the UI's experiment type: opens on the runs, not traces
+KIND_TAG = "mlflow.experimentKind"  # the experiment's type in MLflow 3: model training, not GenAI
 # A saved view of the runs table (MLflow's "share view" state, opened by `view_path`): the eight pair
 # runs, each with its evaluate numbers and the random-evaluator warning as columns.
 VIEW_KEY = "study"
@@ -154,6 +154,11 @@ def resolve_uri(root: Path) -> str:
     return _resolved[key]
 
 
+def dvc_stage_name(stage: str, key: str | None) -> str:
+    """`train_scene@cat_grass`, `evaluate_arm@cat_grass-joint`, `report`: as dvc.yaml names the instance."""
+    return f"{stage}@{key}" if key else stage
+
+
 def params_hash(params: dict) -> str:
     return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -248,12 +253,11 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     exp = mlflow.set_experiment(EXPERIMENT)
     exp_id = exp.experiment_id
     client = MlflowClient()
-    if KIND_TAG not in exp.tags:  # else MLflow 3's UI opens a new experiment on its GenAI overview
+    if KIND_TAG not in exp.tags:  # (3.17's UI still opens it from the list on the GenAI overview: README)
         client.set_experiment_tag(exp_id, KIND_TAG, "custom_model_development")
     if exp.tags.get(VIEW_TAG) != json.dumps(VIEW):  # kept as this code defines it
         client.set_experiment_tag(exp_id, VIEW_TAG, json.dumps(VIEW))
-    key = item or pair  # an arm's stage: <pair>-<arm>
-    dvc_stage = f"{stage}@{key}" if key else stage
+    dvc_stage = dvc_stage_name(stage, item or pair)  # an arm's stage: <pair>-<arm>
     phash = params_hash(params)
     tags = {"pair": pair or "", "stage": stage, "dvc_stage": dvc_stage, "params_hash": phash,
             "git_commit": git_commit(root), "dreamsolo_cmd": " ".join(argv), **sweep_tags(root)}
@@ -321,7 +325,7 @@ def _write_receipt(root: Path, stage: str, params: dict, key: str | None) -> Non
     from dreamsolo.files import write_json
     from dreamsolo.layout import run_receipt
 
-    dvc_stage = f"{stage}@{key}" if key else stage
+    dvc_stage = dvc_stage_name(stage, key)
     phash = params_hash(params)
     write_json(run_receipt(root, dvc_stage), {
         "dvc_stage": dvc_stage, "experiment": EXPERIMENT, "params_hash": phash,

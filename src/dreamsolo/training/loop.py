@@ -65,6 +65,7 @@ class Session:
     world: distributed.World  # one process, or this rank of DREAMSOLO_NPROC (dreamsolo.distributed)
     unet: object  # what the step calls: pipe.unet, or its DDP wrapper
     text_encoder: object
+    rows: torch.Tensor | None  # this rank's rows of the global batch (None: one process, every row)
     last_finite: float | None = None  # the last finite loss, named when training diverges
 
 
@@ -92,13 +93,16 @@ def setup(inp: StageInputs, cfg: Train, desc: str = "train") -> Session:
     groups = Groups(b, b, b if cached.replay else 0, cfg.prior_weight, cfg.replay_weight,
                     b if cached.composite else 0, inp.composite_weight, b if cached.replay_prior else 0,
                     cached.mask)
-    unet, text_encoder = pipe.unet, pipe.text_encoder
+    unet, text_encoder, rows = pipe.unet, pipe.text_encoder, None
     if world.size > 1:
         unet = distributed.wrap(pipe.unet, dev)
         text_encoder = distributed.wrap(pipe.text_encoder, dev) if cfg.train_text_encoder else text_encoder
+        blocks = sum(1 for n in (groups.n_instance, groups.n_prior, groups.n_replay, groups.n_composite,
+                                 groups.n_replay_prior) if n)  # the blocks make_batch stacks
+        rows = distributed.rows(blocks, b, world).to(dev)
     return Session(desc, dev, pipe, noise_scheduler, trainable, cached, optimizer, lr_scheduler,
                    grad_scaler(cfg, dev), torch.Generator(device=dev).manual_seed(cfg.seed), groups,
-                   pipe.vae.config.scaling_factor, world, unet, text_encoder)
+                   pipe.vae.config.scaling_factor, world, unet, text_encoder, rows)
 
 
 def _diverged(s: Session, cfg: Train, what: str) -> TrainingDiverged:
@@ -112,14 +116,13 @@ def train_step(s: Session, cfg: Train, step: int) -> dict[str, float]:
     lr-scheduler steps. Returns the loss terms (means over the micro-batches); a non-finite loss stops
     training before the weights are touched."""
     sums: dict[str, float] = {}
-    big = cfg.batch_size  # the global batch: every rank draws all of it, then trains on its own rows
     for _ in range(cfg.grad_accum):
         if cfg.train_text_encoder:  # the encoder is trained: its embeddings change every step
             s.cached.text = s.text_encoder(s.cached.ids)[0]
-        latents, text = make_batch(s.cached, big, s.scale, s.gen)
-        rows = distributed.rows(latents.shape[0] // big, big // s.world.size, s.world) if s.world.size > 1 else None
+        # the global batch: every rank draws all of it (the same generator), then trains on s.rows
+        latents, text = make_batch(s.cached, cfg.batch_size, s.scale, s.gen)
         with autocast(cfg, s.dev):
-            parts = dreambooth_loss(s.unet, s.noise_scheduler, latents, text, s.groups, s.gen, rows=rows)
+            parts = dreambooth_loss(s.unet, s.noise_scheduler, latents, text, s.groups, s.gen, rows=s.rows)
         s.scaler.scale(parts["loss"] / cfg.grad_accum).backward()
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v.item() / cfg.grad_accum

@@ -50,7 +50,6 @@ def dreambooth_loss(
     steps = noise_scheduler.config.num_train_timesteps
     t = torch.randint(0, steps, (n,), generator=generator, device=latents.device)
     if rows is not None:
-        rows = rows.to(latents.device)
         latents, noise, t, text = latents[rows], noise[rows], t[rows], text[rows]
     noisy = noise_scheduler.add_noise(latents, noise, t)
     pred = unet(noisy, t, encoder_hidden_states=text, return_dict=False)[0]

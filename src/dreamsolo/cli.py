@@ -24,7 +24,17 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("-j", "--jobs", type=int, default=1, help="experiments run at once (dvc queue start -j)")
     w.add_argument("--report-only", action="store_true", help="only (re)write the report of the finished points")
     w.add_argument("--check", action="store_true", help="only check sweeps.yaml and list the points")
+    r = sub.add_parser("repro", help="dvc repro of the study, N pairs at a time, each stage on its own device")
+    r.add_argument("-j", "--jobs", type=int, default=1, help="pairs at a time (default 1)")
+    r.add_argument("-f", "--force", action="store_true", help="rerun every stage, as dvc repro -f")
     args = parser.parse_args(argv)
+    if args.cmd == "repro":
+        with one_line_errors("dreamsolo repro", name_in_errors=False):
+            from dreamsolo.parallel import repro
+
+            study = load_study(repo_root())
+            repro(study.root, list(study.pairs), args.jobs, args.force)
+        return
     if args.cmd == "sweep":
         with one_line_errors("dreamsolo sweep", name_in_errors=False):
             _sweep(args)
@@ -52,6 +62,10 @@ def _sweep(args: argparse.Namespace) -> None:
             print(f"{p.name}  {p.label}")
         return
     if not args.report_only:
+        if args.jobs > 1:  # each point's stages on their own device (dreamsolo.devices); the workers inherit it
+            from dreamsolo.devices import set_default
+
+            set_default(args.jobs)
         run_sweep(root, sweep, args.jobs)
     dest = write_report(root, sweep)
     print(dest / "index.html")

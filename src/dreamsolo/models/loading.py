@@ -17,8 +17,10 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 
 def device() -> torch.device:
     """The GPU if there is one (each data-parallel process its own: LOCAL_RANK), else the CPU."""
+    from dreamsolo.devices import check_gpu
     from dreamsolo.distributed import world
 
+    check_gpu(torch.cuda.is_available())
     if not torch.cuda.is_available():
         return torch.device("cpu")
     w = world()

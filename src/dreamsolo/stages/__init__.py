@@ -14,7 +14,7 @@ from dreamsolo.layout import repo_root
 def stage_main(fn: Callable[..., object], name: str, key: str | None = None, *more: str) -> None:
     """Parse `--<key> ID` (and `--<more> ID`: an arm's stage takes --pair and --arm), load params, run one
     stage function; a user error exits 1 with one line."""
-    from dreamsolo import distributed, tracking, warm
+    from dreamsolo import devices, distributed, tracking, warm
 
     with one_line_errors(name):
         distributed.relaunch(name)  # DREAMSOLO_NPROC=N: this process becomes `accelerate launch` of N
@@ -30,4 +30,5 @@ def stage_main(fn: Callable[..., object], name: str, key: str | None = None, *mo
         # an unreachable tracking server stops the stage here, before the logger forks or any work
         if distributed.world().main:  # other ranks of a data-parallel stage log nothing
             tracking.log_through(warm.start_logger(tracking.resolve_uri(study.root)))
+        devices.claim()  # DREAMSOLO_DEVICES: this stage's own device (after the logger's fork: it holds no lease)
         fn(study, getattr(args, "item", None), *(getattr(args, k) for k in more))

@@ -299,12 +299,19 @@ def stage_run(root: Path, stage: str, params: dict, pair: str | None = None,
     if not world().main:  # a data-parallel stage's other ranks: rank 0 logs the run
         yield NullRun()
         return
+    from dreamsolo.devices import held
+
     uri = resolve_uri(root)  # reachable, or the local fallback, or TrackingUnreachable
+    slot = {"device": held().name} if held() else {}  # which lease of DREAMSOLO_DEVICES ran it
     if _logger is not None:
         with _logger.run(root, uri, stage, params, pair, warning, item) as proxy:
+            if slot:
+                proxy.tags(slot)
             yield proxy
     else:
         run = _open(root, uri, stage, params, pair, warning, sys.argv, item)
+        if slot:
+            run.tags(slot)
         try:
             yield run
         except BaseException:

@@ -1,0 +1,189 @@
+"""Pairs in parallel (`dreamsolo repro -j N`, dreamsolo.parallel) and device leases (dreamsolo.devices).
+
+The end-to-end test runs the two-pair tiny study twice: one `dvc repro` on one core (DREAMSOLO_DEVICES=cpu:0),
+and `dreamsolo repro -j 2` on two one-core leases. Same thread count per stage, so the outputs must be
+byte-identical; the MLflow runs show that the pairs' stages did overlap, each on its own core.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from studykit import E2E_PAIRS, make_study, mlflow_client, ran, run
+
+from dreamsolo import devices
+from dreamsolo.errors import UserError
+from dreamsolo.parallel import pair_of, plan
+
+
+def test_device_lists_parse_and_bad_items_name_the_variable():
+    assert [s.name for s in devices.parse("0, cuda:3,cpu:0-3,cpu:1+5")] == ["cuda:0", "cuda:3", "cpu:0-3", "cpu:1+5"]
+    assert devices.parse("cpu:2-4")[0].ids == (2, 3, 4)
+    for bad in ("gpu:0", "cpu:", "0,", "cuda:0-1", "cpu:a"):
+        with pytest.raises(UserError, match="DREAMSOLO_DEVICES"):
+            devices.parse(bad)
+    # one file per device and occurrence, whatever the order of the list
+    assert devices.lock_names(devices.parse("1,0,1")) == ["cuda1-0.lock", "cuda0-0.lock", "cuda1-1.lock"]
+
+
+HOLDER = textwrap.dedent("""
+    import os, sys
+    from dreamsolo import devices
+    slot = devices.claim()
+    print(slot.name, sorted(os.sched_getaffinity(0)), os.environ["OMP_NUM_THREADS"], flush=True)
+    sys.stdin.read()  # hold the lease until the test closes stdin
+""")
+
+
+def _holder(env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", HOLDER], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_concurrent_processes_get_different_devices_and_a_third_waits(tmp_path):
+    env = {**os.environ, "DREAMSOLO_DEVICES": "cpu:0,cpu:0+1", "DREAMSOLO_DEVICE_LOCKS": str(tmp_path)}
+    env.pop("DREAMSOLO_NPROC", None)
+    a = _holder(env)
+    got_a = a.stdout.readline().split()
+    b = _holder(env)
+    got_b = b.stdout.readline().split()
+    assert {got_a[0], got_b[0]} == {"cpu:0", "cpu:0-1"}, (got_a, got_b)
+    for got in (got_a, got_b):  # bound to its cores, torch's thread count to match
+        expect = ["[0]", "1"] if got[0] == "cpu:0" else ["[0,", "1]", "2"]
+        assert got[1:] == expect, got
+    c = _holder(env)
+    time.sleep(1.5)
+    assert c.poll() is None  # still waiting
+    assert "busy; waiting" in _stderr_so_far(c)
+    a.stdin.close()  # a's lease ends with a: c gets a's device
+    a.wait(10)
+    got_c = c.stdout.readline().split()
+    assert got_c[0] == got_a[0], (got_a, got_c)
+    for p in (b, c):
+        p.stdin.close()
+        p.wait(10)
+
+
+def _stderr_so_far(p: subprocess.Popen) -> str:
+    os.set_blocking(p.stderr.fileno(), False)
+    return p.stderr.read() or ""
+
+
+def test_a_gpu_lease_without_a_gpu_is_an_error_and_ddp_refuses_leases(monkeypatch):
+    monkeypatch.setattr(devices, "_held", [(devices.Slot("cuda", (3,)), None)])
+    with pytest.raises(UserError, match="cuda:3, but torch sees no GPU"):
+        devices.check_gpu(False)
+    devices.check_gpu(True)
+    monkeypatch.setattr(devices, "_held", [])
+    monkeypatch.setenv("DREAMSOLO_DEVICES", "0,1")
+    monkeypatch.setenv("DREAMSOLO_NPROC", "2")
+    with pytest.raises(UserError, match="DREAMSOLO_NPROC"):
+        devices.claim()
+
+
+def test_the_cpu_default_splits_the_cores_and_refuses_more_jobs_than_cores(monkeypatch):
+    pytest.importorskip("torch")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3, 4})
+    assert devices.default_for(2) == "cpu:0-1,cpu:2-4"
+    assert devices.default_for(1) == "cpu:0-4"
+    with pytest.raises(UserError, match="-j 6"):
+        devices.default_for(6)
+
+
+def test_pair_of_takes_the_longest_pair_a_key_starts_with():
+    pairs = ["cat", "cat_grass", "dog"]
+    assert pair_of("train_scene@cat", pairs) == "cat"
+    assert pair_of("train_arm@cat_grass-joint", pairs) == "cat_grass"
+    assert pair_of("train_arm@cat-joint", pairs) == "cat"
+    assert pair_of("generate_priors@grass", pairs) is None and pair_of("report", pairs) is None
+
+
+def test_the_plan_splits_every_stage_once_and_in_dvc_order(tmp_path):
+    root = make_study(tmp_path / "s", E2E_PAIRS, {"arms.run": ["joint"]}, git=True)
+    p = plan(root, E2E_PAIRS)
+    every = [*p.shared, *(s for st in p.pairs.values() for s in st), *p.rest]
+    assert len(every) == len(set(every))
+    assert set(every) == set(_dvc_stage_names(root))
+    assert {"code", "base", "generate_priors@cat", "generate_priors@grass", "arm_inputs"} <= set(p.shared)
+    assert p.rest == ["report"]
+    for pair, stages in p.pairs.items():
+        assert all(pair_of(s, E2E_PAIRS) == pair for s in stages)
+        order = [s.split("@")[0] for s in stages]
+        for before, after in (("prepare", "train_scene"), ("train_scene", "train_instance"),
+                              ("train_instance", "sample"), ("sample", "evaluate"), ("train_arm", "sample_arm"),
+                              ("sample_arm", "evaluate_arm"), ("train_scene", "train_arm")):
+            assert order.index(before) < order.index(after), (pair, order)
+
+
+def _dvc_stage_names(root: Path):
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        return [s.name for s in repo.index.stages]
+
+
+def _outs(root: Path) -> dict:
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {(s, o["path"]): o["md5"] for s, v in stages.items() for o in v.get("outs", [])}
+
+
+def _output(root: Path, proc) -> str:
+    """What `dreamsolo repro` printed, and what its per-pair `dvc repro` processes wrote to their logs."""
+    logs = sorted((root / ".dvc/tmp/dreamsolo-repro").glob("*.log"))
+    return proc.stdout + proc.stderr + "".join(p.read_text() for p in logs)
+
+
+def _runs(root: Path) -> dict:
+    client, exp_id = mlflow_client(root)
+    return {r.data.tags["dvc_stage"]: r for r in client.search_runs([exp_id]) if r.data.tags.get("dvc_stage")}
+
+
+@pytest.mark.e2e
+def test_two_pairs_at_a_time_give_the_bytes_of_one_at_a_time(tmp_path, monkeypatch):
+    seq = make_study(tmp_path / "seq", E2E_PAIRS, git=True)
+    par = make_study(tmp_path / "par", E2E_PAIRS, git=True)
+    monkeypatch.setenv("DREAMSOLO_DEVICE_LOCKS", str(tmp_path / "leases"))
+    monkeypatch.delenv("DREAMSOLO_NPROC", raising=False)
+    monkeypatch.setenv("DREAMSOLO_DEVICES", "cpu:0")
+    run(["dvc", "repro"], seq)
+    monkeypatch.setenv("DREAMSOLO_DEVICES", "cpu:0,cpu:1")
+    run(["dreamsolo", "repro", "-j", "2"], par)
+    assert _outs(par) == _outs(seq) and len(_outs(seq)) > 40
+    assert run(["dvc", "status"], par).stdout.strip() == "Data and pipelines are up to date."
+    assert not ran(_output(par, run(["dreamsolo", "repro", "-j", "2"], par)))
+    runs = _runs(par)
+    for stage in ("train_scene", "train_instance", "sample"):  # the two pairs' runs overlap, on two cores
+        a, b = runs[f"{stage}@cat_grass"], runs[f"{stage}@cat_brick"]
+        assert a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time, stage
+        assert {a.data.tags["device"], b.data.tags["device"]} == {"cpu:0", "cpu:1"}, stage
+    assert {r.data.tags["device"] for r in _runs(seq).values()} == {"cpu:0"}
+
+
+@pytest.mark.e2e
+def test_a_failing_pair_names_its_log_and_the_others_land(tmp_path, monkeypatch):
+    root = make_study(tmp_path / "s", E2E_PAIRS, git=True)
+    monkeypatch.setenv("DREAMSOLO_DEVICE_LOCKS", str(tmp_path / "leases"))
+    monkeypatch.setenv("DREAMSOLO_DEVICES", "cpu:0,cpu:1")
+    monkeypatch.delenv("DREAMSOLO_NPROC", raising=False)
+    photo = next((root / "data/pairs/cat_brick").glob("instance.*"))
+    good = photo.read_bytes()
+    photo.write_bytes(b"not an image")
+    failed = run(["dreamsolo", "repro", "-j", "2"], root, check=False)
+    assert failed.returncode == 1, failed.stderr[-2000:]
+    assert "dvc repro failed for cat_brick (see " in failed.stderr and "cat_brick.log" in failed.stderr
+    assert "instance" in (root / ".dvc/tmp/dreamsolo-repro/cat_brick.log").read_text()  # names the photo
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    assert "evaluate@cat_grass" in stages and "prepare@cat_brick" not in stages
+    assert "report" not in stages  # the last step does not run after a failure
+    photo.write_bytes(good)
+    again = _output(root, run(["dreamsolo", "repro", "-j", "2"], root))
+    assert "Running stage 'train_scene@cat_brick'" in again and "Running stage 'report'" in again
+    assert "Stage 'train_scene@cat_grass' didn't change, skipping" in again  # resumed, not redone
+    assert run(["dvc", "status"], root).stdout.strip() == "Data and pipelines are up to date."

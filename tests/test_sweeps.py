@@ -4,6 +4,7 @@ MLflow runs tagged with the point, and a resumed sweep that reruns only the miss
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 from pathlib import Path
@@ -147,6 +148,13 @@ def test_each_point_is_tagged_in_mlflow_and_the_report_is_one_run(swept):
     points = {p.name: p.label for p in load_sweep(root, "t").points}
     trained = [r for r in runs if r.data.tags["stage"] == "train_instance"]
     assert sorted(r.data.tags["sweep_point"] for r in trained) == sorted(f"{n}: {lab}" for n, lab in points.items())
+    # -j 2 leased each stage its own cores (dreamsolo.devices): stages that ran at once ran apart
+    staged = [r for r in runs if r.data.tags["stage"] != "sweep_report"]
+    assert all(r.data.tags.get("device", "").startswith("cpu:") for r in staged)
+    overlapping = [(a, b) for a, b in itertools.combinations(staged, 2)
+                   if a.info.start_time < b.info.end_time and b.info.start_time < a.info.end_time]
+    assert overlapping, "no two stages of the -j 2 sweep ran at once"
+    assert all(a.data.tags["device"] != b.data.tags["device"] for a, b in overlapping)
     reports = [r for r in runs if r.data.tags["stage"] == "sweep_report"]
     assert len(reports) == 1
     arts = {a.path for a in client.list_artifacts(reports[0].info.run_id, "sweeps/t")}

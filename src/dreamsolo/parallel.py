@@ -83,6 +83,12 @@ def log_dir(root: Path) -> Path:
     return folder
 
 
+def _last_error(log: Path) -> str:
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith(("ERROR", "error:"))]
+    return (errors or lines or ["no output"])[-1][:300]
+
+
 def run_pairs(root: Path, the_plan: Plan, jobs: int, force: bool = False) -> list[str]:
     """Step 2: each pair's stages in one `dvc repro --single-item`, `jobs` at a time. After a failure no
     new pair starts; the running ones finish (DVC records each finished stage). Returns the pairs run."""
@@ -109,7 +115,7 @@ def run_pairs(root: Path, the_plan: Plan, jobs: int, force: bool = False) -> lis
                 bar.update(1)
                 bar.set_postfix_str(f"{pair} {'FAILED' if f.result() else 'done'}")
     if failed:
-        names = ", ".join(f"{p} (see {logs / p}.log)" for p in failed)
+        names = ", ".join(f"{p} ({_last_error(logs / f'{p}.log')}; see {logs / p}.log)" for p in failed)
         raise ParallelRunError(f"dvc repro failed for {names}; the stages that finished are in dvc.lock, "
                                "so running the same command again resumes")
     return todo

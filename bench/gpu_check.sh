@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU check (H100, no network, installs nothing): SD 1.5 architecture with random weights
+# One prepared GPU check (H100/H200, no network, installs nothing): SD 1.5 architecture with random weights
 # at 512 px, full fine-tune through the library's real training loop; 10 warm-up + 30 timed steps per run.
 # Writes one JSON line per run to $OUT/gpu.jsonl (an error line when a run fails or times out) and
 # each run's stderr tail to $OUT/logs/. Runs in priority order and skips what no longer fits the budget.
@@ -15,7 +15,8 @@ STEPS=${STEPS:-30}
 WORK=${TMPDIR:-/tmp}/dreamsolo-gpu-check
 DRY=${GPU_CHECK_DRY:-0}
 DEV=cuda MODEL=--sd15-random
-[ "$DRY" = 1 ] && DEV=cpu MODEL="--preset tiny" WARMUP=1 STEPS=2
+REF_PRECISION=fp16  # the reference script's class-image dtype; CPUs refuse fp16 (dreamsolo.sampling)
+[ "$DRY" = 1 ] && DEV=cpu MODEL="--preset tiny" WARMUP=1 STEPS=2 REF_PRECISION=fp32
 mkdir -p "$OUT/logs" "$WORK"
 JSONL="$OUT/gpu.jsonl"
 START=$(date +%s)
@@ -97,7 +98,11 @@ else
 fi
 run full-fp32 150 bench/train_step.py $SD --method full --mixed-precision fp32
 run lora-bf16 120 bench/train_step.py $SD --method lora --mixed-precision bf16
+# the same LoRA step as one process under `accelerate launch` (how DREAMSOLO_NPROC runs a training stage:
+# launcher, env, device placement), to compare with lora-bf16 above
+run accelerate-1proc-lora-bf16 150 -m accelerate.commands.launch --num_processes 1 --num_machines 1 \
+  --mixed_precision no --dynamo_backend no bench/train_step.py $SD --method lora --mixed-precision bf16
 run priors-sd15 120 bench/priors.py --model-dir "$WORK/sd15" --device $DEV --images 8 --repeats 1 \
-  --configs dpm:20:8:auto ddim:50:4:auto ref:50:4:fp16
+  --configs dpm:20:8:auto ddim:50:4:auto ref:50:4:$REF_PRECISION
 run tiny-fp32 90 bench/train_step.py --preset tiny --device $DEV --warmup $WARMUP --steps $STEPS
 note "done: $(wc -l < "$JSONL") lines in $JSONL"

@@ -115,3 +115,10 @@ def test_bad_arguments_exit_1_and_write_nothing(trained, monkeypatch, capsys, ar
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert (_tree(trained.root / "data"), _tree(trained.root / "models")) == before
+
+
+def test_ui_without_a_store_says_so_and_creates_none(tmp_path):
+    root = make_study(tmp_path / "s", [PAIR])
+    proc = run([*_cli(), "ui"], root, check=False)
+    assert proc.returncode == 1 and "no MLflow store at" in proc.stderr and "dvc repro" in proc.stderr, proc.stderr
+    assert not (root / "mlflow.db").exists()

@@ -287,3 +287,41 @@ def test_dvc_plots_and_metrics_diff_show_the_change(study, tmp_path):
             assert value[("HEAD", "cat_grass · base")] == value[("workspace", "cat_grass · base")]
     for png in ("metrics", "loss", "kinds"):  # the report's figures, one per revision
         assert {r for e in plots[f"reports/plots/{png}.png"] for r in e["revisions"]} == {"HEAD", "workspace"}
+
+
+def test_dreamsolo_ui_serves_the_study_store_and_links_its_runs_view(study):
+    """`dreamsolo ui` starts `mlflow ui` on the study's mlflow.db and prints the saved view's link."""
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    from dreamsolo import tracking
+
+    root, _ = study
+    client, exp_id = mlflow_client(root)
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(["dreamsolo", "ui", "--port", str(port)], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+                            env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"})
+    try:
+        line = proc.stdout.readline().strip()
+        assert line == f"the study's runs: http://127.0.0.1:{port}{tracking.view_path(exp_id)}", line
+        api = f"http://127.0.0.1:{port}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name={tracking.EXPERIMENT}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(api, timeout=5) as resp:
+                    served = json.load(resp)["experiment"]
+                break
+            except OSError:
+                assert time.time() < deadline and proc.poll() is None, "mlflow ui did not answer"
+                time.sleep(1)
+        assert served["experiment_id"] == exp_id
+        assert {t["key"]: t["value"] for t in served["tags"]}[tracking.KIND_TAG] == "custom_model_development"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

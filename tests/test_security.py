@@ -4,7 +4,6 @@ runs, and ids cannot steer writes out of the study."""
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import os
 from pathlib import Path

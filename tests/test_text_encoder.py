@@ -3,10 +3,9 @@ where the installed transformers + peft allow it (refused with a message naming 
 
 from __future__ import annotations
 
-import pytest
 import torch
 
-from studykit import make_study, run, run_chain
+from studykit import make_study, run_chain
 
 PAIR = "cat_grass"
 PROMPT = "a photo of sks cat in olis grass field"

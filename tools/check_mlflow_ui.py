@@ -4,9 +4,10 @@
     python tools/check_mlflow_ui.py [STUDY_ROOT] [--out bench/out/mlflow_ui]
 
 Starts `mlflow ui` on the study's mlflow.db (loopback, a free port), then loads two pages: the
-experiment as a click in MLflow's experiment list opens it (reported: MLflow 3.17 shows its GenAI
-overview there), and the study's saved runs view (`tracking.view_path`, the link the README gives):
-it must show every pair's run with the metric columns. Each page's screenshot and text are written
+experiment as a click in MLflow's experiment list opens it in a new browser (reported: MLflow 3.17
+shows its GenAI overview there, its workflow toggle's default), the same with the toggle on "Model
+training" (it must show the runs), and the study's saved runs view (`tracking.view_path`, the link
+`dreamsolo ui` prints): it must show every pair's run with the metric columns. Each page's screenshot and text are written
 to --out. Exit status: 0 the view is right, 1 it is not, 2 chromium missing. Needs Debian's `chromium`.
 """
 
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         wait_for(port, proc)
         home = f"http://127.0.0.1:{port}"
         pages = {"experiment": f"{home}/#/experiments/{exp.experiment_id}",  # as a click in the list opens it
+                 # the same with MLflow's workflow toggle on "Model training": the page follows the toggle
+                 "experiment_model_training": f"{home}/#/experiments/{exp.experiment_id}?workflowType=machine_learning",
                  "study_view": home + tracking.view_path(exp.experiment_id)}
         for name, url in pages.items():
             text = page_text(chromium, url, args.out / f"{name}.png")
@@ -94,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             genai = "No data available" in text or "Traces 0" in text
             print(f"{name}: {url}\n  screenshot {args.out / f'{name}.png'}; "
                   f"{'the GenAI overview' if genai else 'no GenAI overview'}; text: {text[:200]!r}")
+            if name == "experiment_model_training" and (genai or " Runs " not in text):
+                bad.append(f"{name}: expected the runs table once the toggle says Model training")
             if name == "study_view":  # the page the README and the report link to
                 missing = [p for p in pairs if f"pair {p}" not in text]
                 if genai or missing or "lpips_instance_mean" not in text:

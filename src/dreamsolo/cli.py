@@ -27,7 +27,13 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("repro", help="dvc repro of the study, N pairs at a time, each stage on its own device")
     r.add_argument("-j", "--jobs", type=int, default=1, help="pairs at a time (default 1)")
     r.add_argument("-f", "--force", action="store_true", help="rerun every stage, as dvc repro -f")
+    u = sub.add_parser("ui", help="mlflow ui on the study's store, and the link to its runs view")
+    u.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default): this machine only")
+    u.add_argument("--port", type=int, default=5000)
     args = parser.parse_args(argv)
+    if args.cmd == "ui":
+        _ui(args)
+        return
     if args.cmd == "repro":
         with one_line_errors("dreamsolo repro", name_in_errors=False):
             from dreamsolo.parallel import repro
@@ -46,6 +52,22 @@ def main(argv: list[str] | None = None) -> None:
         paths = adhoc(study, args.pair, args.prompt, n=args.n, seed=args.seed, stage=args.stage, out=args.out)
     for path in paths:  # stdout: the files, one per line (the prompt used is in adhoc.json beside them)
         print(path)
+
+
+def _ui(args: argparse.Namespace) -> None:
+    import os
+    import sys
+
+    with one_line_errors("dreamsolo ui", name_in_errors=False):
+        from dreamsolo.tracking.ui import ui_command
+
+        url, cmd = ui_command(repo_root(), args.host, args.port)
+    print(f"the study's runs: {url}", flush=True)
+    if cmd is None:
+        return
+    print("(MLflow's own list opens an experiment on the page of its GenAI | Model training toggle, top left; "
+          "the browser keeps the choice)", file=sys.stderr, flush=True)
+    os.execv(cmd[0], cmd)  # mlflow ui in this process: Ctrl-C stops it
 
 
 def _sweep(args: argparse.Namespace) -> None:

@@ -253,7 +253,7 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     exp = mlflow.set_experiment(EXPERIMENT)
     exp_id = exp.experiment_id
     client = MlflowClient()
-    if KIND_TAG not in exp.tags:  # (3.17's UI still opens it from the list on the GenAI overview: README)
+    if KIND_TAG not in exp.tags:  # (3.17's UI picks the page by the browser's workflow toggle: tracking.ui)
         client.set_experiment_tag(exp_id, KIND_TAG, "custom_model_development")
     if exp.tags.get(VIEW_TAG) != json.dumps(VIEW):  # kept as this code defines it
         client.set_experiment_tag(exp_id, VIEW_TAG, json.dumps(VIEW))

@@ -187,3 +187,13 @@ def test_a_failing_pair_names_its_log_and_the_others_land(tmp_path, monkeypatch)
     assert "Running stage 'train_scene@cat_brick'" in again and "Running stage 'report'" in again
     assert "Stage 'train_scene@cat_grass' didn't change, skipping" in again  # resumed, not redone
     assert run(["dvc", "status"], root).stdout.strip() == "Data and pipelines are up to date."
+
+
+def test_none_turns_the_leases_off_and_stops_the_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("DREAMSOLO_DEVICE_LOCKS", str(tmp_path))
+    monkeypatch.setenv("DREAMSOLO_DEVICES", "none")
+    monkeypatch.setattr(devices, "_held", [])
+    assert devices.claim() is None and devices.set_default(2) == "none"
+    assert not list(tmp_path.iterdir())  # no lease file taken
+    monkeypatch.setenv("DREAMSOLO_DEVICES", "cpu:0")
+    assert devices.set_default(2) == "cpu:0"  # the user's list is kept (no claim here: it would bind pytest)

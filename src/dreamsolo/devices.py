@@ -10,7 +10,7 @@ when the process ends, however it ends, so a killed stage leaks no device.
 
 An environment variable, not a params key: which device ran a stage is a property of the machine; the
 result is the same within float tolerance (bit for bit between devices of one kind and thread count).
-Unset, nothing changes. `DREAMSOLO_DEVICE_LOCKS` moves the lease folder (a team's shared box: one
+Unset, or `none`, nothing changes (`none` also stops `-j N` from setting it). `DREAMSOLO_DEVICE_LOCKS` moves the lease folder (a team's shared box: one
 folder everyone can write, so their stages share the devices too).
 """
 
@@ -28,6 +28,7 @@ from typing import IO
 from dreamsolo.errors import UserError
 
 ENV = "DREAMSOLO_DEVICES"
+OFF = "none"  # no leases: every stage sees every device (as without the variable)
 LOCKS_ENV = "DREAMSOLO_DEVICE_LOCKS"
 POLL_S = 0.2
 
@@ -105,7 +106,7 @@ def claim() -> Slot | None:
     """Take the first free device of DREAMSOLO_DEVICES (waiting while all are busy) and bind this process
     to it; None when the variable is unset. Call before any CUDA work, once per process."""
     raw = os.environ.get(ENV, "").strip()
-    if not raw or _held:
+    if not raw or raw == OFF or _held:
         return held()
     from dreamsolo.distributed import requested, world
 
@@ -162,7 +163,8 @@ def set_default(jobs: int) -> str:
     """DREAMSOLO_DEVICES for this process and its children (`dreamsolo repro -j N`, `dreamsolo sweep -j N`):
     the user's, checked, or else `default_for(jobs)`."""
     raw = os.environ.get(ENV, "").strip() or default_for(jobs)
-    parse(raw)  # a bad list stops here, before any stage
+    if raw != OFF:
+        parse(raw)  # a bad list stops here, before any stage
     os.environ[ENV] = raw
     return raw
 

@@ -129,10 +129,11 @@ def repro(root: Path, pairs: list[str], jobs: int, force: bool = False) -> None:
     the_plan = plan(root, pairs)
     print(f"dreamsolo repro: {len(pairs)} pairs, {jobs} at a time, on {devices.ENV}={slots}", file=sys.stderr)
     flags = ["--force"] if force else []
-    if _dvc(root, ["repro", *flags, *the_plan.shared]) != 0:
+    # (dvc repro with no targets runs the whole study: each step below runs only with its stages)
+    if the_plan.shared and _dvc(root, ["repro", *flags, *the_plan.shared]) != 0:
         raise ParallelRunError("dvc repro of the shared stages failed (its output is above)")
     run_pairs(root, the_plan, jobs, force)
-    if force and _dvc(root, ["repro", "--single-item", "--force", *the_plan.rest]) != 0:
+    if force and the_plan.rest and _dvc(root, ["repro", "--single-item", "--force", *the_plan.rest]) != 0:
         raise ParallelRunError("dvc repro --force of the report failed (its output is above)")
     if _dvc(root, ["repro"]) != 0:
         raise ParallelRunError("the final dvc repro failed (its output is above)")

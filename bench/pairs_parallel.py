@@ -1,5 +1,6 @@
 """Wall time of the pairs' stages (step 2 of `dreamsolo repro -j N`, dreamsolo.parallel), one pair at a
-time on all cores against N at a time on one core set each.
+time on every device against N at a time on the default split (`devices.default_for`: on a CPU box,
+all cores against the cores split in N).
 
 Each run is a fresh `git clone` of HEAD in a temporary folder: the shared stages (code, base, priors,
 ...) run once, untimed; then every pair's stages run forced (`dvc repro --single-item --force`), once per
@@ -25,11 +26,10 @@ STEP2 = ("import sys; from pathlib import Path; from dreamsolo.parallel import p
 
 
 def configs(jobs: int) -> list[tuple[int, str]]:
-    cores = sorted(os.sched_getaffinity(0))
-    size = len(cores) // jobs
-    split = ",".join(f"cpu:{cores[i * size]}-{cores[(i + 1) * size - 1]}" if size > 1 else f"cpu:{cores[i]}"
-                     for i in range(jobs))
-    return [(1, f"cpu:{cores[0]}-{cores[-1]}"), (jobs, split)]
+    """(pairs at a time, DREAMSOLO_DEVICES): 1 on every core, then `jobs` on the default split."""
+    from dreamsolo.devices import default_for
+
+    return [(1, default_for(1)), (jobs, default_for(jobs))]
 
 
 def sh(cmd: list[str], cwd: Path, env: dict) -> None:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,26 +95,27 @@ def run_pairs(root: Path, the_plan: Plan, jobs: int, force: bool = False) -> lis
     new pair starts; the running ones finish (DVC records each finished stage). Returns the pairs run."""
     logs = log_dir(root)
     todo = [p for p, stages in the_plan.pairs.items() if stages]
+    stop = threading.Event()
+
+    def one(pair: str) -> int | None:  # None: not started, a pair failed before its turn
+        if stop.is_set():
+            return None
+        args = ["--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []), *the_plan.pairs[pair]]
+        rc = _dvc(root, args, logs / f"{pair}.log")
+        if rc:
+            stop.set()
+        return rc
+
     failed: list[str] = []
-    with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(todo), desc=f"pairs ({jobs} at a time)",
-                                                unit="pair") as bar:
-        running: dict[Future, str] = {}
-        queue = list(todo)
-        while queue or running:
-            while queue and len(running) < jobs and not failed:
-                pair = queue.pop(0)
-                args = ["--wait-for-lock", "repro", "--single-item", *(["--force"] if force else []),
-                        *the_plan.pairs[pair]]
-                running[pool.submit(_dvc, root, args, logs / f"{pair}.log")] = pair
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in done:
-                pair = running.pop(f)
-                if f.result() != 0:
-                    failed.append(pair)
-                bar.update(1)
-                bar.set_postfix_str(f"{pair} {'FAILED' if f.result() else 'done'}")
+    with ThreadPoolExecutor(jobs) as pool, tqdm(total=len(todo), desc=f"pairs ({jobs} at a time)", unit="pair") as bar:
+        futures = {pool.submit(one, pair): pair for pair in todo}
+        for f in as_completed(futures):
+            pair, rc = futures[f], f.result()
+            if rc is None:
+                continue
+            failed += [pair] if rc else []
+            bar.update(1)
+            bar.set_postfix_str(f"{pair} {'FAILED' if rc else 'done'}")
     if failed:
         names = ", ".join(f"{p} ({_last_error(logs / f'{p}.log')}; see {logs / p}.log)" for p in failed)
         raise ParallelRunError(f"dvc repro failed for {names}; the stages that finished are in dvc.lock, "

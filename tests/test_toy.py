@@ -1,46 +1,170 @@
-"""The `toy` preset's data and pretraining loop: deterministic, resumable, a loadable diffusers folder."""
+"""The toy world's pool, sources and training loops: deterministic, resumable, loadable; nothing of the study in it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
+from pathlib import Path
 
-pytest.importorskip("skimage")
-pytest.importorskip("sklearn")
+from dreamsolo.toyworld import pool as P
+from dreamsolo.toyworld import scenes, sources
 
-from dreamsolo.models import toy_data  # noqa: E402
+needs_stamps = pytest.mark.skipif(not sources.STAMPS.is_dir(), reason="apt package tuxpaint-stamps-default")
+PAIRS = Path(__file__).resolve().parents[1] / "data/pairs"
 
-needs_stamps = pytest.mark.skipif(not toy_data.STAMPS.is_dir(), reason="apt package tuxpaint-stamps-default")
 
-
-def test_textures_are_seeded():
-    for kind in toy_data.SCENES:
-        a = np.asarray(toy_data.texture(kind, np.random.default_rng(3)))
-        b = np.asarray(toy_data.texture(kind, np.random.default_rng(3)))
+def test_scenes_and_drawn_objects_are_seeded():
+    for kind in scenes.PLACES:
+        a = np.asarray(scenes.texture(kind, np.random.default_rng(3)))
+        b = np.asarray(scenes.texture(kind, np.random.default_rng(3)))
         assert a.shape == (64, 64, 3) and (a == b).all()
+    for draw in (scenes.rocket, scenes.gift_box):
+        assert (np.asarray(draw(np.random.default_rng(1))) == np.asarray(draw(np.random.default_rng(1)))).all()
+
+
+def test_names_map_to_study_classes():
+    cls = sources.study_class
+    assert cls("animals/mammals/housecats/gatto_cat_architetto_fra_01.png") == "cat"
+    assert cls("animals/mammals/horses/cavallo_architetto_franc_07.png") == "horse"
+    assert cls("food/beverages/kubek_herbaty_-_mug_of__01.png") == "cup of coffee"
+    assert cls("recreation/holiday/gift04.png") == "gift box"
+    assert cls("computer/icons/flat-theme/applications/kpresenter.png") is None  # "presenter" is not a present
+    assert cls("woman's hat") is None and cls("mens room") is None  # person words next to a thing
+    assert cls(":beer_mug:") is None and cls("transportation/roadsigns/horse.png") is None
+    assert sources.emoji_noun(":woman_astronaut_medium-light_skin_tone:") == "person"
+    assert sources.emoji_noun(":hot_beverage:") == "cup of coffee"
+    assert sources.emoji_noun(":red_apple:") == "red apple"
+    assert sources.clipart_noun("animals/mammals/big_cats/lion_01.png") == "lion"
 
 
 @needs_stamps
-def test_study_classes_get_class_prompts():
-    cap = toy_data.stamp_caption
-    assert cap(toy_data.STAMPS / "animals/mammals/cats/tiger.png") == "a photo of a cat"
-    assert cap(toy_data.STAMPS / "animals/mammals/equines/horse.png") == "a photo of a horse"
-    assert cap(toy_data.STAMPS / "space/rocket1.svg") == "a photo of a rocket"
-    assert cap(toy_data.STAMPS / "animals/mammals/giraffe.png") == "a photo of a giraffe"
+def test_stamp_cats_are_house_cats():
+    root = sources.STAMPS
+    assert sources.stamp_noun(root / "animals/mammals/cats/tiger.png") == "tiger"  # the folder holds big cats
+    assert sources.stamp_noun(root / "animals/mammals/cats/kitten.svg") == "cat"
+    assert sources.stamp_noun(root / "animals/mammals/equines/horse.png") == "horse"
 
 
-@needs_stamps
-def test_pretrain_resumes_and_loads(tmp_path):
-    import torch
+def test_heldout_split_is_stable_and_a_tenth():
+    keys = [f"clipart:dir/file_{i}.png" for i in range(5000)]
+    share = np.mean([sources.heldout(k) for k in keys])
+    assert 0.08 < share < 0.12
+    assert [sources.heldout(k) for k in keys[:50]] == [sources.heldout(k) for k in keys[:50]]
 
-    from dreamsolo.models.loading import load_pipeline
-    from dreamsolo.models.toy import Plan, pretrain_toy
+
+def test_study_photos_never_enter_the_pool():
+    """A recoloured, mirrored copy of a study photo is dropped (the gift stamp is the gift photo in red);
+    a different object is kept. Mutation: a limit of 1.0 keeps the copy and fails."""
+    gift = Image.open(PAIRS / "gift_grass/instance.png").convert("RGBA")
+    arr = np.asarray(gift).copy()
+    arr[..., [0, 2]] = arr[..., [2, 0]]  # blue -> red, as Tux Paint's present stamp
+    copy = sources.Cutout(Image.fromarray(arr).transpose(Image.FLIP_LEFT_RIGHT), "gift box", "stamps", "copy")
+    other = sources.Cutout(scenes.rocket(np.random.default_rng(0)), "rocket", "stamps", "other")
+    keep, dropped = sources.drop_study_photos([copy, other], sources.study_photos(PAIRS))
+    assert dropped == ["copy"] and keep == [other]
+
+
+def _cutouts() -> list[sources.Cutout]:
+    rng = np.random.default_rng(0)
+    out = [sources.Cutout(scenes.gift_box(rng), noun, "clipart", f"{noun}/{i}") for noun in sources.OBJECTS
+           for i in range(3)]
+    return out + [sources.Cutout(scenes.rocket(rng), f"thing {i}", "emoji", f"thing{i}") for i in range(5)]
+
+
+def test_composer_is_deterministic_and_captions_follow_the_study_prompts():
+    photos = [(Image.new("RGB", (80, 80), (90, 120, 200)), "wall")]
+    a, b = P.Composer(_cutouts(), photos, 7), P.Composer(_cutouts(), photos, 7)
+    seen = set()
+    for _ in range(200):
+        ea, eb = a.example(), b.example()
+        assert (np.asarray(ea[0]) == np.asarray(eb[0])).all() and ea[1:] == eb[1:]
+        seen.add(ea[1])
+    assert "a photo of a cat" in seen and any(c.endswith(" at night") for c in seen)
+    assert any(c.startswith("a watercolor painting of ") for c in seen)
+    assert any(c.endswith(" on the beach") or c.endswith(" in the snow") for c in seen)
+
+
+def test_pool_round_trip(tmp_path):
+    pool = P.Pool(np.zeros((3, 64, 64, 3), np.uint8), ["a", "b", "c"], ["x", "y", "z"], np.array([1, 0, 0], bool),
+                  ["k", "", "k"], {"images": 3})
+    pool.save(tmp_path / "p.npz")
+    back = P.Pool.load(tmp_path / "p.npz")
+    assert back.captions == pool.captions and back.keys == pool.keys and back.heldout.tolist() == [True, False, False]
+
+
+def test_augment_keeps_the_crop_inside_and_is_seeded():
+    from dreamsolo.toyworld.clip import augment
+
+    x = torch.randint(0, 256, (8, 3, 64, 64), dtype=torch.uint8)
+    a = augment(x, torch.Generator().manual_seed(0), 0.5)
+    b = augment(x, torch.Generator().manual_seed(0), 0.5)
+    assert a.shape == (8, 3, 64, 64) and torch.equal(a, b)
+    full = augment(x, torch.Generator().manual_seed(0), 1.0)  # whole picture, maybe mirrored: same pixels
+    from dreamsolo.toyworld.clip import MEAN, STD
+    back = (full * STD + MEAN) * 255
+    assert any(torch.allclose(back[i], x[i].float(), atol=1e-2) or torch.allclose(back[i], x[i].float().flip(-1), atol=1e-2)
+               for i in range(8))
+
+
+def test_soft_clip_loss_treats_equal_captions_as_matches():
+    """Two pictures with one caption: with soft targets, embedding them alike is optimal; one-hot targets
+    (plain CLIP) would pay to push them apart. Mutation: one-hot targets fail the first assertion."""
+    from dreamsolo.toyworld.clip import soft_clip_loss
+
+    alike = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 1.0]])
+    apart = torch.nn.functional.normalize(torch.tensor([[1.0, 0.3, 0], [1.0, -0.3, 0], [0, 0, 1.0]]), dim=-1)
+    scale = torch.tensor(20.0)
+    shared = torch.tensor([0, 0, 1])
+    assert soft_clip_loss(alike, alike, shared, scale) < soft_clip_loss(apart, apart, shared, scale)
+    distinct = torch.tensor([0, 1, 2])
+    assert soft_clip_loss(apart, apart, distinct, scale) < soft_clip_loss(alike, alike, distinct, scale)
+
+
+def test_dino_loss_is_zero_only_when_views_agree():
+    from dreamsolo.toyworld.dino import dino_loss
+
+    t = torch.randn(4, 16)
+    same = dino_loss(torch.cat([t, t]) * 0.4, torch.cat([t, t]), torch.zeros(1, 16), 0.1, 0.04)
+    swapped = dino_loss(torch.cat([t, t.roll(1, 0)]) * 0.4, torch.cat([t, t]), torch.zeros(1, 16), 0.1, 0.04)
+    assert same < swapped
+
+
+def test_toy_trainers_resume_and_load(tmp_path):
+    """Two steps of each evaluator trainer, then a rerun that resumes and trains nothing; the files load
+    through the study's own evaluator loaders, strictly."""
+    from dreamsolo.metrics.clip import load_clip
+    from dreamsolo.metrics.dino import TOY_DINO, load_dino
+    from dreamsolo.toyworld.clip import ClipPlan, train_clip
+    from dreamsolo.toyworld.dino import DinoPlan, train_dino
 
     torch.set_num_threads(1)
-    plan = Plan(images=24, vae_steps=2, unet_steps=2, vae_batch=2, unet_batch=2, decoder_steps=2, text_steps=2,
+    n = 12
+    rng = np.random.default_rng(0)
+    pool = P.Pool(rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8), [f"a photo of a {i % 3}" for i in range(n)],
+                  [str(i % 3) for i in range(n)], np.zeros(n, bool), [f"k{i % 4}" for i in range(n)], {})
+    clip = train_clip(pool, tmp_path / "clip.safetensors", tmp_path / "ck", ClipPlan(steps=2, batch=4))
+    again = train_clip(pool, tmp_path / "clip2.safetensors", tmp_path / "ck", ClipPlan(steps=2, batch=4))
+    assert clip["steps"] == again["steps"] == 2
+    assert (tmp_path / "clip.safetensors").read_bytes() == (tmp_path / "clip2.safetensors").read_bytes()
+    assert load_clip("toy-clip", str(tmp_path / "clip.safetensors")).pretrained
+    train_dino(pool, tmp_path / "dino.safetensors", tmp_path / "ck", DinoPlan(steps=2, batch=4))
+    assert load_dino(TOY_DINO, str(tmp_path / "dino.safetensors")).pretrained
+
+
+def test_pretrain_resumes_and_loads(tmp_path):
+    from dreamsolo.models.loading import load_pipeline
+    from dreamsolo.toyworld.diffusion import Plan, pretrain_toy
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    pool = P.Pool(rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8), ["a photo of a cat", "a photo of a horse"] * 4,
+                  ["cat", "horse"] * 4, np.zeros(8, bool), [""] * 8, {"images": 8})
+    plan = Plan(images=8, vae_steps=2, unet_steps=2, vae_batch=2, unet_batch=2, decoder_steps=2, text_steps=2,
                 text_batch=2)
-    info = pretrain_toy(tmp_path / "toy", tmp_path / "ckpt", plan)
-    again = pretrain_toy(tmp_path / "toy2", tmp_path / "ckpt", plan)  # everything done: resumes, trains nothing
+    info = pretrain_toy(tmp_path / "toy", tmp_path / "ckpt", plan, pool)
+    again = pretrain_toy(tmp_path / "toy2", tmp_path / "ckpt", plan, pool)  # everything done: resumes, trains nothing
     assert info["unet"]["steps"] == again["unet"]["steps"] == info["text"]["steps"] == 2
     pipe = load_pipeline(tmp_path / "toy2")
     assert pipe.unet.config.in_channels == pipe.vae.config.latent_channels == 16

@@ -17,16 +17,18 @@ from PIL import Image
 
 from dreamsolo.metrics.common import batched, cosine_rows, embed_images, mean_cosine, seeded
 
-TINY_CLIP = "tiny-clip"
-TINY_CLIP_CONFIG = Path(__file__).resolve().parent.parent / "tiny-clip.json"  # package data (a DVC dep)
+TOY_CLIPS = ("tiny-clip", "toy-clip")
+"""open_clip configs shipped with the package (a DVC dep): `tiny-clip` (random, for the tiny preset's
+tests) and `toy-clip` (the toy world's CLIP, trained by tools/pretrain_toy.py clip)."""
 
 
-def register_tiny_clip() -> None:
-    """Make `tiny-clip` a known open_clip model name (idempotent: the registry is module-global)."""
+def register_toy_clips() -> None:
+    """Make the shipped configs known open_clip model names (idempotent: the registry is module-global)."""
     import open_clip
 
-    if TINY_CLIP not in open_clip.list_models():
-        open_clip.add_model_config(TINY_CLIP_CONFIG)
+    for name in TOY_CLIPS:
+        if name not in open_clip.list_models():
+            open_clip.add_model_config(Path(__file__).resolve().parent.parent / f"{name}.json")
 
 
 @dataclass
@@ -68,7 +70,7 @@ def load_clip(name: str, pretrained: str | None, device: str | torch.device = "c
     """An open_clip model by name, with weights from a tag, a local file path, or random (None)."""
     import open_clip
 
-    register_tiny_clip()
+    register_toy_clips()
     if pretrained is not None and not pretrained:
         raise ValueError("clip pretrained: empty string (use null for random init)")
     with seeded():

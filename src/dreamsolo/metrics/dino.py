@@ -3,7 +3,9 @@
 DreamBooth's DINO metric uses the self-supervised ViT-S/16 (`vit_small_patch16_224.dino`) because,
 unlike CLIP, it tells apart two instances of one class. Weights come from the timm hub, from a local
 file (timm's `pretrained_cfg_overlay=dict(file=...)`, the same loader with its checkpoint filters),
-or nowhere (random init for offline runs, where the numbers mean nothing anyway).
+or nowhere (random init, where the numbers mean nothing). `toy-dino` is the toy world's DINO (a ViT at
+64 px trained by self-distillation on the toy pool: dreamsolo.toyworld.dino), built here and loaded
+strictly from its safetensors file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ import torch
 from PIL import Image
 
 from dreamsolo.metrics.common import embed_images, mean_cosine, seeded
+
+TOY_DINO = "toy-dino"
+TOY_DINO_ARGS = dict(img_size=64, patch_size=8, embed_dim=96, depth=4, num_heads=3, mlp_ratio=4.0, num_classes=0)
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)  # timm's default normalisation,
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)  # which the toy DINO is trained with
 
 RANDOM_IMAGE_SIZE = 64
 """Input size of a randomly initialised DINO: a random ViT-S at its native 224 px costs ~12x the
@@ -36,9 +43,29 @@ class DinoEvaluator:
         return embed_images(self.model, self.preprocess, images, batch_size, self.device)
 
 
+def toy_dino() -> Any:
+    """The toy DINO's architecture (random weights); its eval transform: resize to 64 px, no crop."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    model = VisionTransformer(**TOY_DINO_ARGS)
+    model.pretrained_cfg = {"input_size": (3, 64, 64), "crop_pct": 1.0, "interpolation": "bicubic",
+                            "mean": tuple(IMAGENET_MEAN.flatten().tolist()), "std": tuple(IMAGENET_STD.flatten().tolist())}
+    return model
+
+
 def _create(name: str, pretrained: bool | str) -> Any:
     import timm
 
+    if name == TOY_DINO:
+        with seeded():
+            model = toy_dino()
+        if isinstance(pretrained, str):  # strict: a file that does not fit fails loudly
+            from safetensors.torch import load_file
+
+            model.load_state_dict(load_file(pretrained), strict=True)
+        elif pretrained is True:
+            raise ValueError("toy-dino has no hub weights: give its weights file as dino_pretrained")
+        return model
     if pretrained is False:
         with seeded():
             return timm.create_model(name, pretrained=False, num_classes=0, img_size=RANDOM_IMAGE_SIZE)

@@ -3,10 +3,10 @@
 `tiny` has random weights (its images are noise, so fine-tuning changes nothing measurable). `toy`
 trains the same component types (AutoencoderKL, CLIPTextModel with CLIP's BPE, UNet2DConditionModel,
 DDIM-family scheduler) on captioned 64 px images assembled by `toy_data` from packages, in minutes
-on one CPU thread. Phases: VAE, then latents of the pool, then UNet + text encoder jointly (a small
+on a CPU. Phases: VAE, then latents of the pool, then UNet + text encoder jointly (a small
 encoder trained from scratch must learn to tell the study's class prompts apart). Each phase
 checkpoints to `ckpt/<phase>.pt` and resumes there; the step count is exact with `steps`, and with
-a time budget it is what fitted (recorded in `dreamsolo_toy.json`).
+a time budget it is what fitted (recorded in `dreamsolo_toy.json`). The pool is `toyworld.pool`'s.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamsolo.models.tiny import SCHEDULER, write_clip_bpe
+from dreamsolo.toyworld.pool import Pool
+from dreamsolo.toyworld.train import run_phase
+from dreamsolo.toyworld.sources import SOURCES
 
 # f4 VAE with 16 latent channels: 16x16 latents keep the UNet ~4x cheaper than 32x32, and 16 channels
 # (4096 numbers per image, as f2 x 4) let a briefly trained VAE reconstruct far better than 4 or 8
@@ -46,24 +49,12 @@ TEXT = dict(
 # whatever the prompt (the first build). "trailing" spacing makes sampling start at t = 999.
 SCHEDULER_TOY = dict(SCHEDULER, prediction_type="v_prediction", rescale_betas_zero_snr=True,
                      timestep_spacing="trailing")
-SOURCES = [  # what went into the pretraining data, with the license its package states
-    {"source": "Debian tuxpaint-stamps-default (Tux Paint stamps, /usr/share/tuxpaint/stamps)",
-     "license": "GPL-2 (or later), Copyright 2002-2022 Bill Kendrick (debian/copyright)"},
-    {"source": "scikit-image 0.26 data: camera.png (Lav Varshney)", "license": "CC0 (_fetchers.py)"},
-    {"source": "scikit-image 0.26 data: coins.png (Brooklyn Museum)", "license": "no known copyright restrictions"},
-    {"source": "scikit-image 0.26 data: retina.jpg (Wikimedia)", "license": "CC0 1.0 (_fetchers.py)"},
-    {"source": "scikit-learn datasets/images: china.jpg, flower.jpg (Flickr, danielbuechele / vultilion)",
-     "license": "CC BY 2.0, attribution required (sklearn/datasets/images/README.txt)"},
-    {"source": "procedural textures and gift boxes drawn by dreamsolo.models.toy_data", "license": "MIT (this repo)"},
-]
-
-
 @dataclass(frozen=True)
 class Plan:
     """Pretraining settings. `steps` (exact, deterministic) or `seconds` (what fits) per run."""
 
     seed: int = 0
-    images: int = 8000  # size of the fixed, seeded pool of captioned 64 px images
+    images: int = 40000  # size of the pool it was given (recorded; toyworld.pool builds it)
     vae_steps: int | None = None
     unet_steps: int | None = None
     seconds: float | None = None
@@ -82,76 +73,6 @@ class Plan:
     warmup: int = 100
     uncond: float = 0.1  # caption dropout, so classifier-free guidance has an unconditional model
     save_every_s: float = 60.0
-
-
-def lr_factor(step: int, progress: float, warmup: int) -> float:
-    """Linear warmup, then linear decay to 10% by the end of the phase (steps or time)."""
-    return min(1.0, (step + 1) / warmup) * max(0.1, 1.0 - progress)
-
-
-def run_phase(name: str, ckpt: Path, modules: dict, lr: float, plan: Plan, steps: int | None,
-              seconds: float | None, step_fn) -> dict:
-    """Train `modules` with AdamW (no weight decay: unused token embeddings such as `sks` must keep
-    their random init, as in a real CLIP) until `steps` or `seconds`; checkpoint, resume."""
-    path = ckpt / f"{name}.pt"
-    params = [p for m in modules.values() for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(plan.seed * 1000 + len(name))  # a stream per phase
-    state = {"step": 0, "elapsed": 0.0, "done": False, "losses": []}
-    if path.is_file():
-        saved = torch.load(path, weights_only=True)  # tensors and plain containers only: nothing is unpickled
-        for k, m in modules.items():
-            m.load_state_dict(saved["modules"][k])
-        opt.load_state_dict(saved["opt"])
-        gen.set_state(saved["gen"])
-        state = saved["state"]
-        tqdm.write(f"{name}: resuming at step {state['step']} ({state['elapsed']:.0f} s done)")
-    if state["done"]:
-        return state
-
-    def save():
-        torch.save({"modules": {k: m.state_dict() for k, m in modules.items()}, "opt": opt.state_dict(),
-                    "gen": gen.get_state(), "state": state}, path)
-
-    total = steps if steps else None
-    last_save = time.perf_counter()
-    with tqdm(total=total, initial=state["step"], desc=f"toy {name}", unit="step") as bar:
-        while True:
-            t0 = time.perf_counter()
-            progress = max(state["step"] / steps if steps else 0.0, state["elapsed"] / seconds if seconds else 0.0)
-            if progress >= 1.0:
-                break
-            for g in opt.param_groups:
-                g["lr"] = lr * lr_factor(state["step"], progress, plan.warmup)
-            loss = step_fn(gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            state["step"] += 1
-            state["elapsed"] += time.perf_counter() - t0
-            state["losses"].append(round(loss.item(), 5))
-            bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(state['losses'][-50:]):.4f}")
-            if time.perf_counter() - last_save > plan.save_every_s:
-                save()
-                last_save = time.perf_counter()
-    state["done"] = True
-    save()
-    return state
-
-
-def pool(ckpt: Path, plan: Plan) -> tuple[torch.Tensor, list[str], dict]:
-    """The seeded image pool, built once and kept in the checkpoint folder."""
-    from dreamsolo.models.toy_data import build_dataset
-
-    path = ckpt / "pool.npz"
-    if not path.is_file():
-        images, captions, counts = build_dataset(plan.images, plan.seed)
-        np.savez(path, images=images, captions=np.array(captions), counts=json.dumps(counts))
-    data = np.load(path)
-    x = torch.from_numpy(data["images"]).permute(0, 3, 1, 2)  # uint8 NCHW
-    return x, [str(c) for c in data["captions"]], json.loads(str(data["counts"]))
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -228,7 +149,8 @@ class CaptionHead(torch.nn.Module):
 def caption_ids(tokenizer, captions: list[str]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """(distinct captions + "", index of each pool caption among them, their token ids)."""
     uniq = sorted(set(captions)) + [""]
-    which = torch.tensor([uniq.index(c) for c in captions])
+    index = {c: i for i, c in enumerate(uniq)}
+    which = torch.tensor([index[c] for c in captions])
     ids = tokenizer(uniq, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
     return uniq, which, ids
 
@@ -278,8 +200,8 @@ def train_unet(unet, text_encoder, head: CaptionHead, tokenizer, scheduler, lat:
     return run_phase("unet", ckpt, modules, plan.unet_lr, plan, plan.unet_steps, seconds, step)
 
 
-def pretrain_toy(dest: Path, ckpt: Path, plan: Plan) -> dict:
-    """Build, pretrain and save the toy pipeline at `dest` (diffusers folder, safetensors)."""
+def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
+    """Build, pretrain on `pool` and save the toy pipeline at `dest` (diffusers folder, safetensors)."""
     from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline,
                            UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
@@ -293,7 +215,7 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan) -> dict:
     text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT))
     write_clip_bpe(ckpt / "tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(ckpt / "tokenizer", model_max_length=77)
-    images, captions, counts = pool(ckpt, plan)
+    images, captions, counts = torch.from_numpy(pool.images).permute(0, 3, 1, 2), pool.captions, pool.counts
     vae_state = train_vae(vae, images, ckpt, plan)
     lat = encode_pool(vae, images, ckpt)
     scale = float(1.0 / lat["mean"].std())  # unit-variance latents, as SD's 0.18215 is for its VAE

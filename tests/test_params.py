@@ -295,3 +295,34 @@ def test_the_category_layer_sits_between_the_preset_and_the_pair(tmp_path):
 ])
 def test_a_bad_preset_training_setting_names_the_preset(tmp_path, edits, start):
     assert error_of(tmp_path, edits).startswith(start)
+
+
+@pytest.mark.parametrize("preset, clip, dino", [
+    ("toy", ("toy-clip", "data/evaluators/toy-clip.safetensors"), ("toy-dino", "data/evaluators/toy-dino.safetensors")),
+    ("sd15", ("ViT-B-32", "openai"), ("vit_small_patch16_224.dino", True)),
+    ("tiny", ("tiny-clip", "random"), ("vit_small_patch16_224.dino", "random")),
+])
+def test_evaluators_follow_the_preset(tmp_path, preset, clip, dino):
+    """`model.preset` alone picks the model's evaluators (presets.<name>.evaluate); only tiny's are random."""
+    ev = load_study(study_with(tmp_path, {"model.preset": preset})).evaluate
+    assert (ev.clip_model, ev.clip_pretrained) == clip and (ev.dino_model, ev.dino_pretrained) == dino
+    assert ev.pretrained == (preset != "tiny")
+
+
+def test_evaluate_keys_override_the_presets_evaluators(tmp_path):
+    ev = load_study(study_with(tmp_path, {"model.preset": "sd15", "evaluate.clip_pretrained": "random",
+                                          "evaluate.dino_model": "toy-dino"})).evaluate
+    assert (ev.clip_model, ev.clip_pretrained, ev.dino_model, ev.dino_pretrained) == \
+        ("ViT-B-32", "random", "toy-dino", True)
+    assert not ev.pretrained
+
+
+@pytest.mark.parametrize("edits, start", [
+    ({"evaluate.dino_pretrained": False}, "evaluate.dino_pretrained: false; use `random`"),
+    ({"presets.tiny.evaluate.clip_pretrained": ""}, "presets.tiny.evaluate.clip_pretrained: ''"),
+    ({"presets.tiny.evaluate.clip_modle": "x"}, "presets.tiny.evaluate.clip_modle: unknown key (did you mean 'clip_model'?)"),
+])
+def test_bad_evaluator_settings_name_the_key(tmp_path, edits, start):
+    with pytest.raises(ParamsError) as err:
+        load_study(study_with(tmp_path, edits))
+    assert str(err.value).startswith(start)

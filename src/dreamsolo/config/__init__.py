@@ -137,7 +137,7 @@ def study_from(root: Path, raw: dict, where: str = "params.yaml") -> Study:
         prepare=build(Prepare, raw["prepare"], "prepare"),
         priors=cap_steps(build(Sampling, raw["priors"], "priors"), preset.sample_steps),
         sample=cap_steps(build(Sampling, raw["sample"], "sample"), preset.sample_steps),
-        evaluate=build(Evaluate, raw["evaluate"], "evaluate"),
+        evaluate=build(Evaluate, raw["evaluate"], "evaluate").over(preset.evaluate),
         raw=raw, tracking=build(Tracking, raw["tracking"], "tracking"), trains=trains,
         arms=build(Arms, raw["arms"], "arms"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,25 @@ CATEGORIES = ("object", "animal", "human")
 Dtype = Literal["fp32", "bf16", "fp16"]
 # dtype of the sampling models; auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+RANDOM = "random"
+"""Evaluator weights `random`: randomly initialised (every surface then names the metrics it makes)."""
+
+
+@dataclass(frozen=True)
+class EvaluatorChoice:
+    """`presets.<name>.evaluate`: the evaluators a model's samples are scored with (`evaluate.*` overrides)."""
+
+    clip_model: str = "ViT-B-32"  # open_clip model name
+    clip_pretrained: str = "openai"  # open_clip tag | local weights file | random
+    dino_model: str = "vit_small_patch16_224.dino"  # timm model name | toy-dino
+    dino_pretrained: bool | str = True  # true = timm hub weights | local weights file | random
+
+    def validate(self, where: str) -> None:
+        for key in ("clip_model", "clip_pretrained", "dino_model", "dino_pretrained"):
+            if getattr(self, key) in ("", False):
+                raise ParamsError(f"{where}.{key}: {getattr(self, key)!r}; name the weights, or `random`")
 
 
 @dataclass(frozen=True)
@@ -27,6 +47,7 @@ class Preset:
     # the preset's own training settings (a toy model wants 100x SD's lr): over by_category, under the pair
     train_scene: dict = field(default_factory=dict)
     train_instance: dict = field(default_factory=dict)
+    evaluate: EvaluatorChoice = field(default_factory=EvaluatorChoice)  # evaluators follow the model
 
     def validate(self, where: str) -> None:
         positive(where, resolution=self.resolution, train_steps=self.train_steps, sample_steps=self.sample_steps)
@@ -97,24 +118,35 @@ class Sampling:
 
 @dataclass(frozen=True)
 class Evaluate:
-    clip_model: str = "ViT-B-32"
-    clip_pretrained: str | None = "openai"
+    """`evaluate`; its evaluator keys are null where the preset's (`presets.<name>.evaluate`) apply.
+    `Study.evaluate` holds it resolved: every key set, `random` where an evaluator is random."""
+
+    clip_model: str | None = None
+    clip_pretrained: str | None = None
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
     lpips_pretrained: bool = True
-    dino_model: str = "vit_small_patch16_224.dino"
-    dino_pretrained: bool | str = True  # True = timm hub weights, a str = local weights file, False = random
+    dino_model: str | None = None
+    dino_pretrained: bool | str | None = None  # True = timm hub weights, a str = local weights file or random
     batch_size: int = 16
 
     @property
     def pretrained(self) -> bool:
         """False when any evaluator is randomly initialised: its numbers are not meaningful."""
-        return self.clip_pretrained is not None and self.lpips_pretrained and self.dino_pretrained is not False
+        return self.clip_pretrained not in (None, RANDOM) and self.lpips_pretrained and \
+            self.dino_pretrained not in (None, False, RANDOM)
+
+    def over(self, preset: EvaluatorChoice) -> Evaluate:
+        """These settings over the preset's: each evaluator key left null takes the preset's value."""
+        mine = {k: getattr(self, k) for k in ("clip_model", "clip_pretrained", "dino_model", "dino_pretrained")}
+        return dataclasses.replace(self, **{k: getattr(preset, k) if v is None else v for k, v in mine.items()})
 
     def validate(self, where: str) -> None:
         positive(where, batch_size=self.batch_size)
-        for key in ("clip_pretrained", "dino_pretrained"):
+        for key in ("clip_model", "clip_pretrained", "dino_model", "dino_pretrained"):
             if getattr(self, key) == "":
-                raise ParamsError(f"{where}.{key}: empty string; use null / false for random init")
+                raise ParamsError(f"{where}.{key}: empty string; use null for the preset's, or `random`")
+        if self.dino_pretrained is False:
+            raise ParamsError(f"{where}.dino_pretrained: false; use `random` for random init (or null for the preset's)")
 
 
 @dataclass(frozen=True)

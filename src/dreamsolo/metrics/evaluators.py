@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from dreamsolo.config import Evaluate
+from dreamsolo.config.sections import RANDOM
 from dreamsolo.metrics import random_metrics, random_warning
 from dreamsolo.metrics.clip import ClipEvaluator, load_clip
 from dreamsolo.metrics.dino import DinoEvaluator, load_dino
@@ -43,9 +44,9 @@ def _weights(value: str, root: Path | None) -> str:
 def load_evaluators(cfg: Evaluate, device: str | torch.device = "cpu",
                     root: Path | None = None) -> Evaluators:
     """CLIP, LPIPS and DINO as `cfg` says; relative weights-file paths resolve against `root`."""
-    clip_weights = None if cfg.clip_pretrained is None else _weights(cfg.clip_pretrained, root)
-    dino_weights = _weights(cfg.dino_pretrained, root) if isinstance(cfg.dino_pretrained, str) \
-        else cfg.dino_pretrained
+    clip_weights = None if cfg.clip_pretrained in (None, RANDOM) else _weights(cfg.clip_pretrained, root)
+    dino_weights = False if cfg.dino_pretrained in (None, False, RANDOM) else cfg.dino_pretrained
+    dino_weights = _weights(dino_weights, root) if isinstance(dino_weights, str) else dino_weights
     return Evaluators(
         clip=load_clip(cfg.clip_model, clip_weights, device),
         lpips=load_lpips(cfg.lpips_net, cfg.lpips_pretrained, device),

@@ -3,7 +3,8 @@
 Every prompt is sampled with the same seeds (image i of every prompt uses seed + i), by the fine-tuned
 model and by the base model, so two sample sets can be compared *paired*: the difference of a metric
 between set A and set B is taken per seed, then averaged; its spread is the std of those per-seed
-differences (ddof=1). A claim holds when the mean difference is below zero (A closer than B).
+differences (ddof=1). A claim holds when the mean difference is below zero (A closer than B), or above
+zero for a metric where higher is closer (CLIP-T: image-text agreement).
 Light on purpose (pandas only): the report stage imports it without torch.
 """
 
@@ -23,9 +24,10 @@ DRIFT_CLAIM = "class prompt's samples: LPIPS to the base model's (same seed); lo
 class Check:
     name: str
     claim: str
-    metric: str  # a per-sample column, lower = closer
+    metric: str  # a per-sample column
     a: tuple[str, str]  # (prompt kind, "tuned" | "base"): the side that should be closer
     b: tuple[str, str]
+    higher: bool = False  # higher = closer (CLIP-T); else lower = closer (LPIPS)
 
 
 CHECKS = (
@@ -39,6 +41,8 @@ CHECKS = (
           "lpips_instance", ("composed", "tuned"), ("composed", "base")),
     Check("composed_scene", "composed prompt closer to the scene photo than the base model's",
           "lpips_scene", ("composed", "tuned"), ("composed", "base")),
+    Check("composed_text", "composed prompt's samples agree with its text (CLIP-T) at least as well as the base model's",
+          "clip_t", ("composed", "tuned"), ("composed", "base"), higher=True),
 )
 NAMES = tuple(c.name for c in CHECKS) + ("class_drift",)
 
@@ -74,7 +78,7 @@ def pair_checks(tuned: pd.DataFrame, base: pd.DataFrame, where: str = "pair") ->
         delta = _summary(a - b.loc[a.index])
         out[c.name] = {"claim": c.claim, "metric": c.metric, "a": f"{c.a[0]} ({c.a[1]})",
                        "b": f"{c.b[0]} ({c.b[1]})", "a_mean": float(a.mean()), "b_mean": float(b.mean()),
-                       "delta": delta, "holds": delta["mean"] < 0}
+                       "delta": delta, "holds": delta["mean"] > 0 if c.higher else delta["mean"] < 0}
     drift = _by_seed(tuned, "class_instance", DRIFT, where)
     out["class_drift"] = {"claim": DRIFT_CLAIM, "metric": DRIFT, **_summary(drift)}
     return out

@@ -11,9 +11,11 @@ from dreamsolo.metrics.method import CHECKS, pair_checks, study_checks
 
 HEAD = {"binding": "binding: ⟨S⟩ vs class prompt", "binding_vs_base": "binding: vs base",
         "scene_kept": "Stage I kept: ⟨V⟩ scene vs base", "composed_instance": "composed → instance vs base",
-        "composed_scene": "composed → scene vs base", "class_drift": "class drift (LPIPS to base)"}
-NOTE = ("Each cell: mean over seeds of Δ = LPIPS(fine-tuned side) − LPIPS(comparison side), paired by seed, "
-        "± its std over seeds; ✓ where Δ < 0 (the claim holds: closer), ✗ otherwise. Class drift: LPIPS of "
+        "composed_scene": "composed → scene vs base", "composed_text": "composed CLIP-T vs base",
+        "class_drift": "class drift (LPIPS to base)"}
+NOTE = ("Each cell: mean over seeds of Δ = metric(fine-tuned side) − metric(comparison side), paired by seed, "
+        "± its std over seeds; LPIPS columns: ✓ where Δ < 0 (closer); the CLIP-T column: ✓ where Δ > 0 (the "
+        "samples agree with the prompt better); ✗ otherwise. Class drift: LPIPS of "
         "the class prompt's samples (no identifier) to the base model's samples of the same seed, ± std over "
         "seeds: how far fine-tuning moved the prior (lower = kept).")
 

@@ -3,7 +3,7 @@
     python tools/validate_toy.py --pool build/toy/pool.npz --model data/base/toy --out data/evaluators
 
 Writes <out>/validation.json (every figure beside its chance level and the same figure with random
-weights), <out>/heldout.npz (a seeded sample of the held-out pictures the tests re-score) and the
+weights), <out>/heldout.npz (a seeded sample of the held-out pictures tests/test_evaluators.py re-scores) and the
 class grid of the base model's class-prompt samples (docs/img/toy_classes.png). One thread by default.
 """
 
@@ -70,7 +70,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "data/evaluators")
     ap.add_argument("--grid", type=Path, default=ROOT / "docs/img/toy_classes.png")
     ap.add_argument("--seeds", type=int, default=8, help="class-prompt samples per class (the study's priors: 8)")
-    ap.add_argument("--keep", type=int, default=1200, help="held-out pictures kept in heldout.npz for the tests")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
@@ -100,7 +99,7 @@ def main() -> None:
         res = v.zero_shot(ev, photos, photo_labels, list(v.STUDY_CLASSES))
         report["clip_study_photos"][k] = {**v._brief(res), "predicted": dict(zip(names, res["predicted"]))}
     (a.out / "validation.json").write_text(json.dumps(report, indent=1) + "\n")
-    keep = v.heldout(pool, limit=a.keep)[0]
+    keep = v.test_sample(pool)
     np.savez_compressed(a.out / "heldout.npz", images=pool.images[keep], classes=np.array([pool.classes[r] for r in keep]),
                         keys=np.array([pool.keys[r] for r in keep]), captions=np.array([pool.captions[r] for r in keep]))
     print(json.dumps({k: report[k] for k in ("clip_heldout", "dino_heldout")}, indent=1))

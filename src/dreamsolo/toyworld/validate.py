@@ -58,6 +58,20 @@ def pictures(pool: Pool, rows: np.ndarray) -> list[Image.Image]:
     return [Image.fromarray(pool.images[r]) for r in rows]
 
 
+def test_sample(pool: Pool, per_study_class: int = 40, others: int = 400, seed: int = 0) -> np.ndarray:
+    """Held-out rows the tests re-score (data/evaluators/heldout.npz): up to `per_study_class` of each
+    study class and `others` of the remaining classes, seeded."""
+    rows, _ = heldout(pool)
+    rng = np.random.default_rng(seed)
+    pick: list[int] = []
+    for c in STUDY_CLASSES:
+        mine = [r for r in rows if pool.classes[r] == c]
+        pick += rng.choice(mine, min(per_study_class, len(mine)), replace=False).tolist() if mine else []
+    rest = [r for r in rows if pool.classes[r] not in STUDY_CLASSES]
+    pick += rng.choice(rest, min(others, len(rest)), replace=False).tolist()
+    return np.unique(np.array(pick))
+
+
 def clip_on_pool(clip, pool: Pool, rows: np.ndarray, classes: list[str]) -> dict:
     """Zero-shot over the pool's classes, and over the study classes on the held-out pictures of those."""
     labels = [pool.classes[r] for r in rows]

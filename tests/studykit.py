@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 E2E_PAIRS = ["cat_grass", "cat_brick"]  # the end-to-end study: they share the class `cat` (one priors stage)
 E2E_CLASSES = ["cat", "grass", "brick"]
 COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools", "data/base",
+        "data/evaluators",  # the toy preset's trained CLIP and DINO (evaluate depends on the folder)
         "fingerprints",  # the code stage's outputs (tools/code_deps.py)
         "reports/arms/README.md", "data/samples_arms/README.md"]  # the READMEs keep folders `report` depends on
 
@@ -80,7 +81,7 @@ def make_study(dest: Path, pairs: list[str], edits: dict[str, Any] | None = None
         if src.is_dir():  # data/base's weights (tens of MB, never written by a test): hard links where
             # possible; the rest is copied, as tests edit code, params and files in their copy
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "out"),
-                            copy_function=_link_or_copy if name == "data/base" else shutil.copy2)
+                            copy_function=_link_or_copy if name.startswith("data/") else shutil.copy2)
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)

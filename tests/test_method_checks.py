@@ -12,13 +12,15 @@ from dreamsolo.report import method as report_method
 KINDS = ("composed", "recontext", "scene", "instance", "class_instance", "class_scene")
 
 
-def table(values: dict[str, list[float]], seeds=(0, 1, 2, 3)) -> pd.DataFrame:
-    """One row per (kind, seed); `values[kind]` gives lpips_instance, lpips_scene is 1 - it."""
+def table(values: dict[str, list[float]], seeds=(0, 1, 2, 3), clip_t: dict[str, float] | None = None) -> pd.DataFrame:
+    """One row per (kind, seed); `values[kind]` gives lpips_instance, lpips_scene is 1 - it; clip_t 0.3
+    unless `clip_t[kind]` says otherwise."""
+    clip_t = clip_t or {}
     rows = []
     for kind in KINDS:
         for s, v in zip(seeds, values.get(kind, [0.5] * len(seeds))):
             rows.append({"kind": kind, "prompt": f"p {kind}", "seed": s, "lpips_instance": v,
-                         "lpips_scene": 1 - v, DRIFT: v / 10})
+                         "lpips_scene": 1 - v, DRIFT: v / 10, "clip_t": clip_t.get(kind, 0.3)})
     return pd.DataFrame(rows)
 
 
@@ -45,6 +47,13 @@ def test_scene_and_composed_checks_use_their_own_metric():
     assert checks["composed_instance"]["holds"] and not checks["composed_scene"]["holds"]
 
 
+def test_the_composed_text_check_counts_higher_clip_t_as_closer():
+    better = pair_checks(table({}, clip_t={"composed": 0.4}), table({}))["composed_text"]
+    worse = pair_checks(table({}, clip_t={"composed": 0.2}), table({}))["composed_text"]
+    assert better["metric"] == "clip_t" and better["holds"] and better["delta"]["mean"] == pytest.approx(0.1)
+    assert not worse["holds"]
+
+
 def test_class_drift_is_the_mean_lpips_to_the_base_on_the_class_prompt():
     tuned = table({"class_instance": [0.1, 0.2, 0.3, 0.4]})
     drift = pair_checks(tuned, table({}))["class_drift"]
@@ -64,6 +73,7 @@ def test_the_study_row_counts_pairs_and_the_report_renders_it():
     study = study_checks({"a": good, "b": flat})
     assert study["binding"]["holds"] == 1 and study["binding"]["pairs"] == 2
     assert study["binding"]["delta"]["mean"] == pytest.approx(-0.2)
-    md = report_method.markdown({"pairs": {"a": good, "b": flat}, "study": study}, lpips_random=True)
+    md = report_method.markdown({"pairs": {"a": good, "b": flat}, "study": study}, random=["clip_t", "lpips_instance"])
     assert "| a | -0.400 ± 0.000 ✓ |" in md and "| b | +0.000 ± 0.000 ✗ |" in md and "1/2 ✓" in md
-    assert "randomly initialised" in md
+    assert "CLIP-T and LPIPS are randomly initialised" in md
+    assert "randomly initialised" not in report_method.markdown({"pairs": {"a": good}, "study": study}, random=[])

@@ -58,7 +58,7 @@ class _Study:
     kinds: pd.DataFrame
     floors: dict[str, Any]  # html.Page's floor fields, one per table
     checks: dict  # report.method.compute(): the method's claims per pair, paired by seed
-    lpips_random: bool  # LPIPS (all the checks use it) was randomly initialised
+    checks_random: list[str]  # the checks' metrics whose evaluator was randomly initialised
     arms: dict | None = None  # report.arms.compute(): the arms against the method, when the study ran any
 
 
@@ -101,14 +101,14 @@ def _shape(root: Path, results: list[PairResult], summary: dict) -> _Study:
         per_sample=per_sample, per_sample_base=per_sample_base, overall=tables.overall_stats(results, summary),
         study=tables.pairs_table(results), categories=categories, kinds=tables.kind_table(per_sample),
         floors=floors, checks=method.compute(per_sample, per_sample_base),
-        lpips_random=any("lpips_instance" in r.random_metrics for r in results))
+        checks_random=method.random_metrics(results))
 
 
 def _write_numbers(reports: Path, s: _Study) -> dict[str, Path]:
     """pairs.csv and metrics.json (fine-tuned, then the floor's `base` and `delta` blocks)."""
     out = {"pairs_csv": reports / "pairs.csv", "metrics_json": reports / "metrics.json",
            "checks_json": reports / "checks.json"}
-    write_json(out["checks_json"], {"lpips_random": s.lpips_random, **s.checks})
+    write_json(out["checks_json"], {"random_metrics": s.checks_random, **s.checks})
     tables.write_pairs_csv(s.per_pair, out["pairs_csv"])
     metrics = tables.metrics_json(s.results, s.summary)
     metrics.update(floor.metrics_json_blocks(s.results, s.summary))
@@ -169,7 +169,7 @@ def _write_markdown(reports: Path, s: _Study) -> dict[str, Path]:
     kinds = floor.interleave(s.kinds, s.floors["kinds_floor"])
     out = {"pairs_md": reports / "pairs.md", "report_md": reports / "report.md"}
     _write_text(out["pairs_md"], _pairs_md(md_table, s.warning) + f"{floor.BASE_NOTE}.\n")
-    checks_md = method.markdown(s.checks, s.lpips_random) + (f"\n{arms.markdown(s.arms)}" if s.arms else "")
+    checks_md = method.markdown(s.checks, s.checks_random) + (f"\n{arms.markdown(s.arms)}" if s.arms else "")
     _write_text(out["report_md"], _report_md(md_table, categories, kinds, s.results, s.warning, checks_md))
     return out
 
@@ -180,7 +180,7 @@ def _write_page(reports: Path, s: _Study, prompts: dict[str, Prompts]) -> Path:
         plots=[(_caption(k), f"plots/{f}") for k, f in PLOT_FILES.items()],
         pairs=[html.PairSection(r.pair, r.category, f"grids/{r.pair}.png", _base_grid(r.pair), _pair_summary(r),
                                 prompts[r.pair]) for r in s.results],
-        checks_html=method.html_table(s.checks, s.lpips_random) + (arms.html_section(s.arms) if s.arms else ""),
+        checks_html=method.html_table(s.checks, s.checks_random) + (arms.html_section(s.arms) if s.arms else ""),
         **s.floors,
     )
     text = html.render(page)

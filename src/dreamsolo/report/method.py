@@ -53,20 +53,35 @@ def rows(checks: dict) -> list[list[str]]:
     return out
 
 
-def markdown(checks: dict, lpips_random: bool) -> str:
+_NAMES = {"lpips_instance": "LPIPS", "lpips_scene": "LPIPS", "lpips_base": "LPIPS", "clip_t": "CLIP-T"}
+
+
+def random_metrics(results) -> list[str]:
+    """The checks' metrics (LPIPS, CLIP-T) whose evaluator was random in any pair's results."""
+    used = sorted({c.metric for c in CHECKS})  # class drift is LPIPS too: lpips_instance stands for it
+    return [m for m in used if any(m in r.random_metrics for r in results)]
+
+
+def random_text(random: list[str]) -> str:
+    """The warning for checks whose metric came from a randomly initialised evaluator ('' if none)."""
+    names = sorted({_NAMES.get(m, m) for m in random})
+    if not names:
+        return ""
+    return f"⚠ {' and '.join(names)} {'is' if len(names) == 1 else 'are'} randomly initialised in this run: the checks on {'it' if len(names) == 1 else 'them'} are not meaningful."
+
+
+def markdown(checks: dict, random: list[str]) -> str:
     table = rows(checks)
     lines = ["| " + " | ".join(table[0]) + " |", "| " + " | ".join("---" for _ in table[0]) + " |"]
     lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
-    warn = ("\n> [!WARNING]\n> **⚠ LPIPS is randomly initialised in this run: these checks are not meaningful.**\n"
-            if lpips_random else "")
+    warn = f"\n> [!WARNING]\n> **{random_text(random)}**\n" if random else ""
     return "\n".join(lines) + f"\n\n{NOTE} Study row: pairs where the claim holds, and Δ ± std over pairs.\n{warn}"
 
 
-def html_table(checks: dict, lpips_random: bool) -> str:
+def html_table(checks: dict, random: list[str]) -> str:
     table = rows(checks)
     esc = _html.escape
     head = "".join(f"<th>{esc(h)}</th>" for h in table[0])
     body = "".join("<tr>" + "".join(f"<td>{esc(c.replace('**', ''))}</td>" for c in r) + "</tr>" for r in table[1:])
-    warn = ('<p class="warning">⚠ LPIPS is randomly initialised in this run: these checks are not meaningful.</p>'
-            if lpips_random else "")
+    warn = f'<p class="warning">{esc(random_text(random))}</p>' if random else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><p>{esc(NOTE)}</p>{warn}"

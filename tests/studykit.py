@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 E2E_PAIRS = ["cat_grass", "cat_brick"]  # the end-to-end study: they share the class `cat` (one priors stage)
 E2E_CLASSES = ["cat", "grass", "brick"]
 COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools", "data/base",
-        "data/evaluators",  # the toy preset's trained CLIP and DINO (evaluate depends on the folder)
+        "data/evaluators",  # the toy preset's trained CLIP and DINO (evaluate depends on them)
         "fingerprints",  # the code stage's outputs (tools/code_deps.py)
         "reports/arms/README.md", "data/samples_arms/README.md"]  # the READMEs keep folders `report` depends on
 

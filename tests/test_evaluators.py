@@ -48,3 +48,32 @@ def test_toy_dino_neighbours_share_the_class(heldout, weights, floor):
     nearest = sim.argmax(1).tolist()
     one_nn = float(np.mean([labels[j] == labels[i] for i, j in enumerate(nearest)]))
     assert (one_nn >= 0.37) == floor, one_nn
+
+
+def test_the_pair_json_and_report_name_the_evaluators_and_say_random():
+    from dreamsolo.config import Evaluate
+    from dreamsolo.metrics.evaluators import load_evaluators
+
+    root = EVALUATORS.parents[1]
+    toy = load_evaluators(Evaluate(clip_model="toy-clip", clip_pretrained="data/evaluators/toy-clip.safetensors",
+                                   dino_model="toy-dino", dino_pretrained="data/evaluators/toy-dino.safetensors"),
+                          root=root)
+    assert toy.pretrained and toy.names == {"CLIP": "toy-clip (data/evaluators/toy-clip.safetensors)",
+                                            "LPIPS": "alex (lpips package)",
+                                            "DINO": "toy-dino (data/evaluators/toy-dino.safetensors)"}
+    rand = load_evaluators(Evaluate(clip_model="toy-clip", clip_pretrained="random", dino_model="toy-dino",
+                                    dino_pretrained="random"), root=root)
+    assert rand.names["CLIP"] == "toy-clip (random)" and rand.names["DINO"] == "toy-dino (random)"
+    assert rand.random_metrics and not rand.pretrained
+
+
+def test_the_report_line_names_the_evaluators_once_or_per_pair():
+    from types import SimpleNamespace as NS
+
+    from dreamsolo.report.tables import evaluators_text
+
+    toy = {"CLIP": "toy-clip (w)", "LPIPS": "alex (lpips package)", "DINO": "toy-dino (random)"}
+    same = [NS(pair="a", evaluators=toy), NS(pair="b", evaluators=toy)]
+    assert evaluators_text(same) == "Evaluators: CLIP toy-clip (w) · LPIPS alex (lpips package) · DINO toy-dino (random)."
+    mixed = evaluators_text([*same, NS(pair="c", evaluators={})])
+    assert mixed.startswith("Evaluators: a, b: CLIP toy-clip") and mixed.endswith("c: not recorded.")

@@ -66,7 +66,7 @@ def pair_result(tuned: Scores, base: Scores, pair: str, category: str, ev: Evalu
     same prompts and seeds, weights `base_model`); `warning` only when an evaluator was randomly initialised."""
     return PairResult(pair=pair, category=category, evaluators_pretrained=bool(ev.pretrained),
                       warning=ev.warning, tuned=tuned, base=base, base_model=base_model,
-                      random_metrics=tuple(ev.random_metrics))
+                      random_metrics=tuple(ev.random_metrics), evaluators=dict(ev.names))
 
 
 def _across_pairs(pairs: Sequence[Scores]) -> dict[str, Summary]:

@@ -20,6 +20,7 @@ class Evaluators:
     clip: ClipEvaluator
     lpips: LpipsEvaluator
     dino: DinoEvaluator
+    names: dict[str, str] = field(default_factory=dict)  # evaluator -> "model (weights)", as reports show it
     # derived from the three models, never passed in, so a report cannot claim more than was loaded
     pretrained: bool = field(init=False)
     random_metrics: tuple[str, ...] = field(init=False)  # the metrics whose evaluator is random
@@ -47,8 +48,22 @@ def load_evaluators(cfg: Evaluate, device: str | torch.device = "cpu",
     clip_weights = None if cfg.clip_pretrained in (None, RANDOM) else _weights(cfg.clip_pretrained, root)
     dino_weights = False if cfg.dino_pretrained in (None, False, RANDOM) else cfg.dino_pretrained
     dino_weights = _weights(dino_weights, root) if isinstance(dino_weights, str) else dino_weights
-    return Evaluators(
+    ev = Evaluators(
         clip=load_clip(cfg.clip_model, clip_weights, device),
         lpips=load_lpips(cfg.lpips_net, cfg.lpips_pretrained, device),
         dino=load_dino(cfg.dino_model, dino_weights, device),
     )
+    ev.names = evaluator_names(cfg, ev)
+    return ev
+
+
+def evaluator_names(cfg: Evaluate, ev: Evaluators) -> dict[str, str]:
+    """What each metric family was computed by, e.g. {"CLIP": "toy-clip (data/evaluators/toy-clip.safetensors)"};
+    `random` where the loaded network is randomly initialised, whatever the settings asked for."""
+    def name(model: str, weights: object, loaded: bool) -> str:
+        return f"{model} ({weights if loaded else RANDOM})"
+
+    dino_weights = "timm hub" if cfg.dino_pretrained is True else cfg.dino_pretrained
+    return {"CLIP": name(cfg.clip_model, cfg.clip_pretrained, ev.clip.pretrained),
+            "LPIPS": name(cfg.lpips_net, "lpips package", ev.lpips.pretrained),
+            "DINO": name(cfg.dino_model, dino_weights, ev.dino.pretrained)}

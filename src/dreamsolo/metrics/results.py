@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ ALL_METRICS = (*METRICS, *SET_METRICS)
 """Every metric with a `delta`, in the JSON's order."""
 
 _SCORE_KEYS = ("n_samples", "metrics", "by_kind", "div", "pres")
-_PAIR_KEYS = ("pair", "category", "evaluators_pretrained", "random_metrics", "warning", *_SCORE_KEYS, "base",
+_PAIR_KEYS = ("pair", "category", "evaluators", "evaluators_pretrained", "random_metrics", "warning", *_SCORE_KEYS, "base",
               "delta")
 
 
@@ -78,6 +78,7 @@ class PairResult:
     base: Scores
     base_model: str  # the base weights, relative to the study root (models/base/<preset>)
     random_metrics: tuple[str, ...] = ()  # metrics whose evaluator was randomly initialised (not meaningful)
+    evaluators: dict[str, str] = field(default_factory=dict)  # CLIP / LPIPS / DINO -> "model (weights)"
 
     @property
     def delta(self) -> dict[str, float | None]:
@@ -89,7 +90,8 @@ class PairResult:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"pair": self.pair, "category": self.category,
+        names = {"evaluators": dict(self.evaluators)} if self.evaluators else {}  # absent in older files
+        out: dict[str, Any] = {"pair": self.pair, "category": self.category, **names,
                                "evaluators_pretrained": self.evaluators_pretrained,
                                "random_metrics": list(self.random_metrics)}
         if self.warning is not None:
@@ -106,7 +108,7 @@ class PairResult:
         if isinstance(data, Mapping) and "base" not in data:  # the likeliest stale file: say what it lacks
             raise r.fail("no 'base' block: the floor (the base model's scores on the same prompts and seeds) "
                          "is missing; rerun the pair's evaluate stage")
-        r.keys(data, "", _PAIR_KEYS, optional=("warning",))
+        r.keys(data, "", _PAIR_KEYS, optional=("warning", "evaluators"))
         warning = data.get("warning")  # genuinely optional: only when an evaluator is random
         if warning is not None and not isinstance(warning, str):
             raise PairResultError(f"{where}: 'warning' must be a string, got {warning!r}")
@@ -114,10 +116,13 @@ class PairResult:
         random = data["random_metrics"]
         if not isinstance(random, list) or any(m not in ALL_METRICS for m in random):
             raise PairResultError(f"{where}: 'random_metrics' must be a list of metric names, got {random!r}")
+        names = data.get("evaluators", {})  # optional: pair files written before it was recorded
+        if not isinstance(names, Mapping) or not all(isinstance(v, str) for v in names.values()):
+            raise PairResultError(f"{where}: 'evaluators' must map CLIP / LPIPS / DINO to names, got {names!r}")
         result = cls(pair=r.typed(data, "", "pair", str), category=r.typed(data, "", "category", str),
                      evaluators_pretrained=r.typed(data, "", "evaluators_pretrained", bool), warning=warning,
                      tuned=r.scores(data, ""), base=r.scores(data["base"], "base."),
-                     base_model=r.typed(data["base"], "base.", "model", str), random_metrics=tuple(random))
+                     base_model=r.typed(data["base"], "base.", "model", str), random_metrics=tuple(random), evaluators=dict(names))
         r.check_delta(data["delta"], result.delta)
         return result
 

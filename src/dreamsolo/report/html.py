@@ -81,6 +81,7 @@ class Page:
     warning: str | None = None
     title: str = "dreamsolo study report"
     checks_html: str = ""  # report.method.html_table(): the method checks, rendered
+    evaluators: str = ""  # report.tables.evaluators_text(): the networks behind the numbers
 
 
 def render(page: Page) -> str:
@@ -89,6 +90,7 @@ def render(page: Page) -> str:
         f"<h1>{escape(page.title)}</h1>",
         '<p class="sub">Single-image scene + instance personalization (DreamBooth-style, two stages).</p>',
         _banner(page.warning),
+        f'<p class="sub">{escape(page.evaluators)}</p>' if page.evaluators else "",
         '<nav><a href="#study">Study table</a><a href="#checks">Method checks</a>'
         + ('<a href="#arms">Arms</a>' if 'id="arms"' in page.checks_html else "")
         + '<a href="#categories">Categories</a>'

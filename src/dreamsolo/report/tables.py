@@ -247,3 +247,17 @@ def _num(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
+
+
+def evaluators_text(results: list[PairResult]) -> str:
+    """One line naming the networks behind the numbers ("CLIP toy-clip (…) · LPIPS alex (…) · DINO …");
+    pairs scored by different evaluators are named per pair."""
+    seen: dict[str, list[str]] = {}
+    for r in results:
+        line = " · ".join(f"{k} {v}" for k, v in r.evaluators.items())
+        seen.setdefault(line, []).append(r.pair)
+    if len(seen) == 1:
+        line = next(iter(seen))
+        return f"Evaluators: {line}." if line else ""
+    return "Evaluators: " + "; ".join(f"{', '.join(p)}: {line or 'not recorded'}" for line, p in seen.items()) + "."
+

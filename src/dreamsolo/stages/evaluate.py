@@ -95,8 +95,7 @@ def _evaluate(study: Study, pair_id: str, tuned_dir: Path, json_path: Path, csv_
         tables = {"samples_metrics.json": scored, "diversity.json": div}
         if base_csv is not None:
             tables.update({"samples_metrics_base.json": scored_base, "diversity_base.json": div_base})
-        if arm:
-            run_.tags({"arm": arm})
+        run_.tags({"evaluators": " · ".join(f"{k} {v}" for k, v in ev.names.items()), **({"arm": arm} if arm else {})})
         _log(run_, result, json_path, tables)
         if not arm:  # the method's numbers on the pair's parent run (an arm's would overwrite them)
             run_.parent_metrics(pair_metrics(result), {"warning": ev.warning or "none: every evaluator pretrained"})

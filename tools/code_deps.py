@@ -184,7 +184,11 @@ def code_block(dvc: dict) -> list[str]:
     lines = [f"  {CODE_STAGE}:  # one fingerprint per stage script: the hash of each file its code imports "
              f"(tools/code_deps.py)", f"    cmd: python {TOOL} --fingerprint", "    deps:"]
     lines += [f"      - {f}" for f in sorted(wanted(dvc)[CODE_STAGE])]
-    lines += ["    outs:"] + [f"      - {o}:\n          cache: false" for o in sorted(fingerprint_outs(dvc))]
+    # every stage waits on `code`, so checking params.yaml here refuses a bad edit before DVC removes
+    # any stage's outputs; persist: the fingerprints stay in place while the check runs
+    lines += ["    params:", "      - params.yaml:  # all of it: checked before any stage runs (check_params)"]
+    lines += ["    outs:"] + [f"      - {o}:\n          cache: false\n          persist: true"
+                               for o in sorted(fingerprint_outs(dvc))]
     return "\n".join(lines).split("\n") + [""]
 
 
@@ -227,6 +231,23 @@ def write_fingerprints() -> None:
         (REPO / fingerprint_of(script)).write_text(fingerprint(closure(script)))
 
 
+def check_params() -> bool:
+    """params.yaml as the stages will read it; a bad one is refused here, in one line, before DVC
+    runs (and so removes the outputs of) any stage that reads it."""
+    sys.path.insert(0, str(REPO / "src"))
+    from dreamsolo.config import load_study
+    from dreamsolo.errors import USER_ERRORS
+
+    try:
+        load_study(REPO)
+    except USER_ERRORS as err:
+        text = str(err)
+        print(f"error: {text if text.startswith('params.yaml') else 'params.yaml: ' + text} "
+              "(nothing was run and no output was removed: fix it and rerun)", file=sys.stderr)
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--show", action="store_true", help="print every stage's closure")
@@ -236,6 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         path = REPO / "dvc.yaml"
         path.write_text(rewrite(path.read_text()))
+    if args.fingerprint and not check_params():
+        return 1
     if args.fingerprint and not drift():
         write_fingerprints()
         return 0

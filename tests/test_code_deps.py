@@ -69,6 +69,8 @@ def repo_copy(code_deps, tmp_path, monkeypatch):
     for name in ("src", "stages", "tools"):
         shutil.copytree(REPO / name, tmp_path / name, ignore=skip)
     shutil.copy2(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")  # --fingerprint checks it first
+    shutil.copytree(REPO / "data/pairs", tmp_path / "data/pairs")
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)  # package data = files git tracks
     monkeypatch.setattr(code_deps, "REPO", tmp_path)
@@ -105,6 +107,15 @@ def test_fingerprints_are_not_written_while_dvc_yaml_drifts(code_deps, repo_copy
     assert code_deps.main(["--fingerprint"]) == 1
     assert not (repo_copy / "fingerprints").exists()
     assert "should list src/dreamsolo/sampling.py" in capsys.readouterr().out
+
+
+def test_a_bad_params_file_stops_the_fingerprints(code_deps, repo_copy, capsys):
+    code_deps.main(["--fingerprint"])
+    before = fingerprints(repo_copy)
+    (repo_copy / "params.yaml").write_text((repo_copy / "params.yaml").read_text().replace("\nsample:\n", "\nsample:\n  seedz: 1\n", 1))
+    assert code_deps.main(["--fingerprint"]) == 1
+    assert "error: params.yaml: sample.seedz: unknown key" in capsys.readouterr().err
+    assert fingerprints(repo_copy) == before
 
 
 def test_type_checking_imports_do_not_count(code_deps, tmp_path):

@@ -145,6 +145,21 @@ def test_failed_stage_marks_the_run_failed(store):
     assert client.get_run(run.id).info.status == "FAILED"
 
 
+def test_a_run_left_running_by_a_dead_process_is_killed_by_the_next_run(store):
+    """kill -9 leaves the run RUNNING; the stage's next run ends it as KILLED (issue 26). Mutation: without
+    tracking._end_abandoned the first run stays RUNNING and this fails."""
+    root, client, exp_id = store
+    dead = client.create_run(exp_id, run_name="train_scene@dead", tags={"dvc_stage": "train_scene@dead"})
+    other = client.create_run(exp_id, run_name="train_scene@dead", tags={"dvc_stage": "train_scene@dead",
+                                                                        "sweep_point": "exp-1"})
+    with tracking.stage_run(root, "train_scene", {"a": 1}, pair="dead") as run:
+        assert client.get_run(run.id).info.status == "RUNNING"
+    ended = client.get_run(dead.info.run_id)
+    assert ended.info.status == "KILLED" and "process had died" in ended.data.tags["ended_by"]
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # another sweep point's workspace
+    assert client.get_run(run.id).info.status == "FINISHED"
+
+
 def test_pair_metrics_are_the_json_numbers():
     from dreamsolo.metrics.results import PairResult, Scores, Stat
 

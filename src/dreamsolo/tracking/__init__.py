@@ -271,11 +271,23 @@ def _open(root: Path, uri: str, stage: str, params: dict, pair: str | None, warn
     # an experiment's stage (a sweep point) replaces only the runs of that same point: the same
     # stage params with another point's upstream settings is another result, not an older one
     older = [r for r in older if r.data.tags.get("sweep_point") == tags.get("sweep_point")]
+    _end_abandoned(client, exp_id, dvc_stage, tags.get("sweep_point"))
     run = mlflow.start_run(experiment_id=exp_id, run_name=dvc_stage, tags=tags)
     for r in older:  # same stage, same params: this run replaces them
         client.set_tag(r.info.run_id, "superseded_by", run.info.run_id)
     mlflow.log_params(_flat(params))
     return Run(mlflow, run)
+
+
+def _end_abandoned(client, exp_id: str, dvc_stage: str, point: str | None) -> None:
+    """Runs of this stage instance still RUNNING belong to a process that died (kill -9, power loss):
+    DVC lets one instance run at a time per workspace, and a sweep point is its own workspace. MLflow's
+    own terminal status for them is KILLED; the tag says who ended them."""
+    stale = client.search_runs([exp_id], f"tags.dvc_stage = '{dvc_stage}' and attributes.status = 'RUNNING'")
+    for r in stale:
+        if r.data.tags.get("sweep_point") == point:
+            client.set_tag(r.info.run_id, "ended_by", "the next run of this stage (its process had died)")
+            client.set_terminated(r.info.run_id, "KILLED")
 
 
 class NullRun:

@@ -211,6 +211,30 @@ def test_sigterm_checkpoints_exits_1_then_resumes_bit_identical(seed_study, refe
     assert not leftovers(root), f"temporary files left behind: {leftovers(root)}"
 
 
+def test_a_stage_stops_with_the_dvc_that_started_it(seed_study, tmp_path):
+    """SIGTERM to `dvc` alone (a closed terminal) ends DVC but not its child: the stage watches its `dvc`
+    ancestor (dreamsolo.lifeline) and stops as on its own SIGTERM, with a checkpoint (issue 26, point 5).
+    The `dvc` here is a stand-in that runs the stage as DVC does, as its child. Mutation: without
+    lifeline.hold() in stage_main the stage trains on after its parent is gone and this fails."""
+    root = clone(seed_study, tmp_path / "study")
+    fake = tmp_path / "bin" / "dvc"
+    fake.parent.mkdir()
+    fake.write_text("import subprocess, sys\n"
+                    f"sys.exit(subprocess.call([sys.executable, 'stages/train_scene.py', '--pair', '{PAIR}']))\n")
+    e = {**env(root), "MLFLOW_TRACKING_URI": sqlite_uri(tmp_path / "mlflow.db"), "OMP_NUM_THREADS": str(THREADS),
+         "DREAMSOLO_WARM": "0"}
+    dvc = subprocess.Popen([sys.executable, str(fake)], cwd=root, env=e, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    wait_mid_training(dvc, root, min_step=5)
+    stage = children_of(dvc.pid)
+    assert len(stage) == 1
+    dvc.send_signal(signal.SIGTERM)  # the parent alone: Python's default SIGTERM ends it, not its child
+    dvc.wait(timeout=30)
+    left = reap(stage, grace=120)
+    assert not left, "the stage outlived its dvc"
+    assert list(ckpt_dir(root).glob("step-*/meta.json")) and not out_dir(root).exists()
+
+
 def test_huge_lr_stops_with_training_diverged(seed_study, tmp_path):
     from dreamsolo.training.loop import TrainingDiverged
 

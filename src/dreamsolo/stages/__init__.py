@@ -14,8 +14,9 @@ from dreamsolo.layout import repo_root
 def stage_main(fn: Callable[..., object], name: str, key: str | None = None, *more: str) -> None:
     """Parse `--<key> ID` (and `--<more> ID`: an arm's stage takes --pair and --arm), load params, run one
     stage function; a user error exits 1 with one line."""
-    from dreamsolo import devices, distributed, tracking, warm
+    from dreamsolo import devices, distributed, lifeline, tracking, warm
 
+    lifeline.hold()  # stop with the `dvc repro` that started us, if it is killed alone
     with one_line_errors(name):
         distributed.relaunch(name)  # DREAMSOLO_NPROC=N: this process becomes `accelerate launch` of N
     warm.handoff()  # on a CPU box: the rest runs in an already-warm process (see dreamsolo.warm)

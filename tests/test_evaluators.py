@@ -77,3 +77,8 @@ def test_the_report_line_names_the_evaluators_once_or_per_pair():
     assert evaluators_text(same) == "Evaluators: CLIP toy-clip (w) · LPIPS alex (lpips package) · DINO toy-dino (random)."
     mixed = evaluators_text([*same, NS(pair="c", evaluators={})])
     assert mixed.startswith("Evaluators: a, b: CLIP toy-clip") and mixed.endswith("c: not recorded.")
+
+
+def test_an_unknown_dino_model_is_one_line():
+    with pytest.raises(ValueError, match=r"^evaluate.dino_model: 'vit_smal_patch16_224.dino' is not a timm model"):
+        load_dino("vit_smal_patch16_224.dino", False)

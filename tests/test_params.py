@@ -27,6 +27,9 @@ def study_with(tmp_path: Path, edits: dict[str, Any], pairs: list[str] | None = 
     if pairs is not None:
         params["pairs"] = {p: params["pairs"][p] for p in pairs}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if not (tmp_path / "data/evaluators").exists():  # the toy preset's weight files must exist
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data/evaluators").symlink_to(REPO / "data/evaluators")
     edit_params(tmp_path, {"model.preset": "tiny", **{k: v for k, v in edits.items() if v is not DELETE}})
     for dotted in (k for k, v in edits.items() if v is DELETE):
         params = yaml.safe_load((tmp_path / "params.yaml").read_text())
@@ -321,8 +324,16 @@ def test_evaluate_keys_override_the_presets_evaluators(tmp_path):
     ({"evaluate.dino_pretrained": False}, "evaluate.dino_pretrained: false; use `random`"),
     ({"presets.tiny.evaluate.clip_pretrained": ""}, "presets.tiny.evaluate.clip_pretrained: ''"),
     ({"presets.tiny.evaluate.clip_modle": "x"}, "presets.tiny.evaluate.clip_modle: unknown key (did you mean 'clip_model'?)"),
+    ({"model.preset": "toy", "presets.toy.evaluate.clip_model": "toy-clp"},
+     "presets.toy.evaluate.clip_model: unknown open_clip model 'toy-clp' (did you mean 'toy-clip'?)"),
+    ({"evaluate.clip_model": "ViT-B-33"}, "evaluate.clip_model: unknown open_clip model 'ViT-B-33' (did you mean"),
+    ({"model.preset": "toy", "evaluate.dino_pretrained": "data/evaluators/nothing.safetensors"},
+     "evaluate.dino_pretrained: data/evaluators/nothing.safetensors: file not found"),
+    ({"model.preset": "toy", "evaluate.clip_pretrained": "weights.pt"},
+     "evaluate.clip_pretrained: weights.pt: pickled weights are not loaded (unpickling can run code)"),
 ])
 def test_bad_evaluator_settings_name_the_key(tmp_path, edits, start):
+    (tmp_path / "weights.pt").write_bytes(b"\x80\x04K\x01.")  # a pickle: never loaded, refused by its kind
     with pytest.raises(ParamsError) as err:
         load_study(study_with(tmp_path, edits))
     assert str(err.value).startswith(start)

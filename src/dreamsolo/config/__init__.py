@@ -123,6 +123,42 @@ def load_study(root: Path, params_file: str = "params.yaml") -> Study:
     return study_from(root, _read(root / params_file))
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _check_weight_files(ev: Evaluate, mine: dict | None, root: Path, preset: str) -> None:
+    """Local evaluator weights must exist and be safetensors: a pickle can run code when loaded."""
+    _check_clip_model(ev.clip_model, "evaluate.clip_model" if (mine or {}).get("clip_model") is not None
+                      else f"presets.{preset}.evaluate.clip_model")
+    for key in ("clip_pretrained", "dino_pretrained"):
+        value = getattr(ev, key)
+        if not isinstance(value, str) or not ("/" in value or value.endswith(WEIGHT_SUFFIXES)):
+            continue  # an open_clip tag, `random`, or timm's hub weights (true)
+        written = f"evaluate.{key}" if (mine or {}).get(key) is not None else f"presets.{preset}.evaluate.{key}"
+        path = Path(value) if Path(value).is_absolute() else root / value
+        if not path.is_file():
+            raise ParamsError(f"{written}: {value}: file not found")
+        if path.suffix != ".safetensors":
+            raise ParamsError(f"{written}: {value}: pickled weights are not loaded (unpickling can run code); "
+                              "convert the file with safetensors.torch.save_file and name the .safetensors")
+
+
+def _check_clip_model(name: str | None, written: str) -> None:
+    """An open_clip model name open_clip knows (its config files, read without importing it) or one of
+    the configs shipped here (tiny-clip, toy-clip); hub and local-dir schemas are left to open_clip."""
+    import importlib.util
+
+    if not name or name.startswith(("hf-hub:", "local-dir:")):
+        return
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return  # not installed: the evaluate stage says so
+    known = {p.stem for p in (Path(spec.submodule_search_locations[0]) / "model_configs").glob("*.json")}
+    known |= {p.stem for p in Path(__file__).resolve().parents[1].glob("*-clip.json")}
+    if name not in known:
+        raise ParamsError(f"{written}: unknown open_clip model {name!r}{suggest(name, sorted(known))}")
+
+
 def study_from(root: Path, raw: dict, where: str = "params.yaml") -> Study:
     """The study of an already-read params mapping (a sweep point's params, checked before it is queued)."""
     raw = _check_sections(raw, root / where)
@@ -131,13 +167,15 @@ def study_from(root: Path, raw: dict, where: str = "params.yaml") -> Study:
     # every pair's training settings, merged once: a bad train key fails now, not halfway through the study
     trains = {(pid, stage): merge_train(raw, pid, pair, stage, (name, preset))
               for pid, pair in pairs.items() for stage in STAGE_KEYS}
+    evaluate = build(Evaluate, raw["evaluate"], "evaluate").over(preset.evaluate)
+    _check_weight_files(evaluate, raw["evaluate"], root, name)
     return Study(
         root=root, preset_name=name, preset=preset,
         prompts=build(Prompts, raw["prompts"], "prompts"), classes=classes, pairs=pairs,
         prepare=build(Prepare, raw["prepare"], "prepare"),
         priors=cap_steps(build(Sampling, raw["priors"], "priors"), preset.sample_steps),
         sample=cap_steps(build(Sampling, raw["sample"], "sample"), preset.sample_steps),
-        evaluate=build(Evaluate, raw["evaluate"], "evaluate").over(preset.evaluate),
+        evaluate=evaluate,
         raw=raw, tracking=build(Tracking, raw["tracking"], "tracking"), trains=trains,
         arms=build(Arms, raw["arms"], "arms"),
     )

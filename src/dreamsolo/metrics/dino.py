@@ -91,7 +91,13 @@ def load_dino(name: str, pretrained: bool | str, device: str | torch.device = "c
     """A timm ViT; `pretrained`: True = hub weights of `name`, a str = local weights file, False = random."""
     if isinstance(pretrained, str) and not pretrained:
         raise ValueError("dino pretrained: empty path (use false for random init)")
-    model = _create(name, pretrained).to(device).eval()
+    try:
+        model = _create(name, pretrained).to(device).eval()
+    except RuntimeError as err:  # timm's "Unknown model (x)": one line naming the key, not a traceback
+        if "Unknown model" not in str(err):
+            raise
+        raise ValueError(f"evaluate.dino_model: {name!r} is not a timm model (timm.list_models() lists them; "
+                         "toy-dino is this project's)") from None
     return DinoEvaluator(model=model, preprocess=_preprocess(model), device=torch.device(device),
                          name=name, pretrained=pretrained is not False)
 

@@ -299,3 +299,27 @@ def test_a_real_photo_gets_no_blank_warning(tmp_path, monkeypatch):
     src = Path(__file__).resolve().parents[1] / "data/pairs/cat_grass/instance.jpg"
     err = _prepare_one(tmp_path, monkeypatch, lambda p: Image.open(src).save(p))
     assert "warning" not in err
+
+
+def test_a_photo_linked_from_outside_the_study_is_refused_one_inside_is_followed(tmp_path, monkeypatch):
+    """Issue 26, point 4. Mutation: without images.check_inside the outside link is prepared and this fails."""
+    import shutil
+
+    from dreamsolo.images import ImageError, prepare_pair
+
+    study, elsewhere = tmp_path / "study", tmp_path / "elsewhere"
+    pair = study / "data/pairs/p"
+    pair.mkdir(parents=True)
+    elsewhere.mkdir()
+    repo_pairs = Path(__file__).resolve().parents[1] / "data/pairs/cat_grass"
+    shutil.copy(repo_pairs / "scene.png", study / "scene-photo.png")
+    shutil.copy(repo_pairs / "instance.jpg", elsewhere / "cat.jpg")
+    (pair / "scene.png").symlink_to(study / "scene-photo.png")  # inside the study: followed
+    (pair / "instance.jpg").symlink_to(elsewhere / "cat.jpg")
+    monkeypatch.chdir(study)
+    with pytest.raises(ImageError, match=r"^data/pairs/p/instance.jpg: a link to .*elsewhere/cat.jpg, outside the study"):
+        prepare_pair(study, "p", 64, "center", 64)
+    assert not (study / "data/prepared/p").exists()
+    (pair / "instance.jpg").unlink()
+    shutil.copy(elsewhere / "cat.jpg", pair / "instance.jpg")
+    assert (prepare_pair(study, "p", 64, "center", 64) / "scene.png").is_file()

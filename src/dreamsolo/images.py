@@ -245,6 +245,16 @@ def _role_file(pair_dir: Path, role: str) -> Path:
     return images[0]
 
 
+def check_inside(root: Path, path: Path) -> None:
+    """A photo must be a file of the study: a symlink to a file outside it would be read, but git and
+    DVC's lock would not know what the study was trained on (a link inside the study is followed)."""
+    real = path.resolve()
+    if not real.is_relative_to(Path(root).resolve()):
+        shown = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        raise ImageError(f"{shown}: a link to {real}, outside the study; copy the photo into its pair "
+                         "folder instead (git and dvc.lock must hold what the study reads)")
+
+
 def check_pair_folders(pairs_dir: Path, pair_ids: Iterable[str]) -> None:
     """Every pair in params has a folder and every folder has a pair: a typo never goes unnoticed."""
     pairs_dir = Path(pairs_dir)
@@ -268,6 +278,7 @@ def prepare_pair(root: Path, pair_id: str, resolution: int, crop: Literal["cente
     max_side = 4 * max(resolution, min_size)
     prepared: dict[str, tuple[Image.Image, dict[str, Any]]] = {}
     for role, path in zip(ROLES, find_pair_images(src_dir)):
+        check_inside(root, path)
         img, load_meta = load_image(path, max_side=max_side)
         out, prep_meta = prepare_image(img, resolution, crop, min_size, name=load_meta["source"])
         source = Path("data", "pairs", pair_id, path.name).as_posix()

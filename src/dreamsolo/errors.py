@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 
@@ -32,4 +33,20 @@ class one_line_errors:
         if isinstance(err, USER_ERRORS):
             print(f"error: {self.prefix}{err}", file=sys.stderr)
             sys.exit(1)
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:
+            print(f"error: {self.prefix}{disk_error(err)}", file=sys.stderr)
+            sys.exit(1)
         return False
+
+
+# The machine's disk, not the code: a full or read-only disk, a folder the user cannot write.
+DISK_ERRORS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (disk quota)",
+               errno.EROFS: "the file system is read-only", errno.EACCES: "make it writable",
+               errno.EPERM: "make it writable"}
+
+
+def disk_error(err: OSError) -> str:
+    """One line: the file, what happened, what to do. Outputs are written to temporary names and
+    renamed into place (dreamsolo.files), so nothing half-written was kept."""
+    where = f"{err.filename}: " if err.filename else ""
+    return f"{where}{err.strerror or err}; {DISK_ERRORS[err.errno]} and rerun (no half-written output was kept)"

@@ -323,3 +323,20 @@ def test_a_photo_linked_from_outside_the_study_is_refused_one_inside_is_followed
     (pair / "instance.jpg").unlink()
     shutil.copy(elsewhere / "cat.jpg", pair / "instance.jpg")
     assert (prepare_pair(study, "p", 64, "center", 64) / "scene.png").is_file()
+
+
+def test_a_large_jpeg_is_prepared_without_pillow_s_raw_warning(tmp_path, monkeypatch, recwarn):
+    """Issue 26, point 4: 108 Mpx is within MAX_PIXELS; the mask step no longer reopens the photo with
+    Pillow's DecompressionBombWarning (bench/large_photo.py: peak 866 -> 49 MiB without its full decode)."""
+    import shutil
+
+    from dreamsolo.images import prepare_pair
+
+    pair = tmp_path / "data/pairs/p"
+    pair.mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "data/pairs/cat_grass/scene.png", pair / "scene.png")
+    Image.new("RGB", (12000, 9000), (120, 60, 30)).save(pair / "instance.jpg", quality=50)
+    monkeypatch.chdir(tmp_path)
+    out = prepare_pair(tmp_path, "p", 64, "center", 64)
+    assert (out / "instance.png").is_file() and not (out / "instance_mask.png").exists()
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]

@@ -4,6 +4,7 @@ loss by it and the `composite` arm pastes the instance into the scene through it
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,18 +25,39 @@ def find_mask_file(pair_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
+def _open(path: Path) -> Image.Image:
+    """Image.open without Pillow's size warning: images.load_image has applied MAX_PIXELS already."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def _upright(path: Path, name: str) -> Image.Image:
     try:
-        with Image.open(path) as im:
+        with _open(path) as im:
             im.load()
             return ImageOps.exif_transpose(im)
     except (OSError, ValueError) as e:
         raise ImageError(f"{name}: cannot be read as a mask ({e})") from None
 
 
+def _may_have_alpha(path: Path) -> bool:
+    """From the header alone (nothing decoded): could the photo carry an alpha channel?"""
+    try:
+        with _open(path) as im:
+            return im.mode in ALPHA_MODES or "transparency" in im.info
+    except (OSError, ValueError):
+        return True  # let the full decode say what is wrong with it
+
+
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
 def raw_mask(photo: Path, mask_file: Path | None, name_of) -> tuple[Image.Image, str] | None:
     """(mask in L mode at the photo's upright size, where it came from), or None when there is neither a
     mask file nor an alpha channel. A mask file wins over the alpha channel: it is the explicit one."""
+    if mask_file is None and not _may_have_alpha(photo):
+        return None  # the common case (a JPEG): no second decode of the photo at full size
     upright = _upright(photo, name_of(photo))
     if mask_file is not None:
         mask = _upright(mask_file, name_of(mask_file)).convert("L")
@@ -43,7 +65,7 @@ def raw_mask(photo: Path, mask_file: Path | None, name_of) -> tuple[Image.Image,
             raise ImageError(f"{name_of(mask_file)}: {mask.size[0]}x{mask.size[1]} px, but the instance photo "
                              f"{name_of(photo)} is {upright.size[0]}x{upright.size[1]}: a mask must cover the photo pixel for pixel")
         return mask, name_of(mask_file)
-    if upright.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in upright.info:
+    if upright.mode in ALPHA_MODES or "transparency" in upright.info:
         return upright.convert("RGBA").getchannel("A"), f"alpha channel of {name_of(photo)}"
     return None
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
 from pathlib import Path
-from dreamsolo.images import prepare_pair
+from dreamsolo.stages.prepare import prepare_pair
 prepare_pair(Path(sys.argv[1]), "p", 64, "center", 64)
 # VmHWM: this process image's own peak (ru_maxrss would carry the parent's peak across fork + exec)
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM"))

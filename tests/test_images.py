@@ -267,7 +267,7 @@ def _prepare_one(tmp_path, monkeypatch, make_instance):
     import io
     import shutil
 
-    from dreamsolo.images import prepare_pair
+    from dreamsolo.stages.prepare import prepare_pair
 
     pair = tmp_path / "data/pairs/p"
     pair.mkdir(parents=True)
@@ -305,7 +305,8 @@ def test_a_photo_linked_from_outside_the_study_is_refused_one_inside_is_followed
     """Issue 26, point 4. Mutation: without images.check_inside the outside link is prepared and this fails."""
     import shutil
 
-    from dreamsolo.images import ImageError, prepare_pair
+    from dreamsolo.images import ImageError
+    from dreamsolo.stages.prepare import prepare_pair
 
     study, elsewhere = tmp_path / "study", tmp_path / "elsewhere"
     pair = study / "data/pairs/p"
@@ -330,7 +331,7 @@ def test_a_large_jpeg_is_prepared_without_pillow_s_raw_warning(tmp_path, monkeyp
     Pillow's DecompressionBombWarning (bench/large_photo.py: peak 866 -> 49 MiB without its full decode)."""
     import shutil
 
-    from dreamsolo.images import prepare_pair
+    from dreamsolo.stages.prepare import prepare_pair
 
     pair = tmp_path / "data/pairs/p"
     pair.mkdir(parents=True)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dreamsolo.images import ImageError, prepare_pair
+from dreamsolo.images import ImageError
+from dreamsolo.stages.prepare import prepare_pair
 
 
 def _pair(root, instance: Image.Image, name="instance.png", mask: Image.Image | None = None):

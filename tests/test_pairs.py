@@ -11,7 +11,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from dreamsolo.images import ImageError, check_pair_folders, find_pair_images, prepare_pair
+from dreamsolo.images import ImageError, check_pair_folders, find_pair_images
+from dreamsolo.stages.prepare import prepare_pair
 
 REPO = Path(__file__).resolve().parents[1]
 RED = (255, 0, 0)

@@ -12,8 +12,6 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image, ImageOps
 
-from dreamsolo.files import atomic_dir, write_json
-from dreamsolo.layout import prepared_dir, raw_pairs_dir
 
 # Our own decompression-bomb policy, checked from the header before any pixel is decoded.
 # 120 Mpx admits 100-Mpx camera files and 12000x9000 scans; it stays below 2x Pillow's
@@ -30,7 +28,7 @@ class ImageError(ValueError):
     """A bad input photo or pair folder; the message names the file or folder."""
 
 
-def _show(path: Path) -> str:
+def show_path(path: Path) -> str:
     """The path relative to the cwd (the study root when DVC runs us), else as given."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
@@ -46,7 +44,7 @@ def load_image(path: Path, max_side: int | None = None) -> tuple[Image.Image, di
     a wide panorama keeps enough pixels for a center crop.
     """
     path = Path(path)
-    name = _show(path)
+    name = show_path(path)
     _check_file(path, name)
     with warnings.catch_warnings():
         # Pillow warns above its own limit; MAX_PIXELS below is the policy that decides.
@@ -225,7 +223,7 @@ def find_pair_images(pair_dir: Path) -> tuple[Path, Path]:
     """The (scene, instance) photos of a pair folder: scene.<ext> and instance.<ext>, any case."""
     pair_dir = Path(pair_dir)
     if not pair_dir.is_dir():
-        raise ImageError(f"{_show(pair_dir)}/: pair folder not found")
+        raise ImageError(f"{show_path(pair_dir)}/: pair folder not found")
     scene, instance = (_role_file(pair_dir, role) for role in ROLES)
     return scene, instance
 
@@ -234,7 +232,7 @@ def _role_file(pair_dir: Path, role: str) -> Path:
     named = sorted(p for p in pair_dir.iterdir() if p.is_file() and p.stem.lower() == role)
     known = Image.registered_extensions()
     images = [p for p in named if p.suffix.lower() in known]
-    where = f"{_show(pair_dir)}/"
+    where = f"{show_path(pair_dir)}/"
     if len(images) > 1:
         files = ", ".join(p.name for p in images)
         raise ImageError(f"{where}: {len(images)} {role} images ({files}); keep one")
@@ -262,56 +260,10 @@ def check_pair_folders(pairs_dir: Path, pair_ids: Iterable[str]) -> None:
     folders = set()
     if pairs_dir.is_dir():
         folders = {p.name for p in pairs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")}
-    shown = _show(pairs_dir)
+    shown = show_path(pairs_dir)
     problems = [f"pairs.{pid}: no folder {shown}/{pid}/" for pid in ids if pid not in folders]
     problems += [f"{shown}/{f}/: no entry under pairs in params.yaml" for f in sorted(folders - set(ids))]
     if problems:
         raise ImageError("\n".join(problems))
 
 
-def prepare_pair(root: Path, pair_id: str, resolution: int, crop: Literal["center", "none"],
-                 min_size: int) -> Path:
-    """data/pairs/<id>/{scene,instance}.* -> data/prepared/<id>/{scene,instance}.png + meta.json."""
-    out_dir = prepared_dir(root, pair_id)  # checks the id
-    src_dir = raw_pairs_dir(root) / pair_id
-    # Decode and check both photos before anything is written: a bad one leaves no output at all.
-    max_side = 4 * max(resolution, min_size)
-    prepared: dict[str, tuple[Image.Image, dict[str, Any]]] = {}
-    for role, path in zip(ROLES, find_pair_images(src_dir)):
-        check_inside(root, path)
-        img, load_meta = load_image(path, max_side=max_side)
-        out, prep_meta = prepare_image(img, resolution, crop, min_size, name=load_meta["source"])
-        source = Path("data", "pairs", pair_id, path.name).as_posix()
-        warn_if_blank(out, source, load_meta["alpha_on_white"])
-        prepared[role] = out, {**load_meta, **prep_meta, "source": source, "file": f"{role}.png"}
-    mask, mask_meta = _instance_mask(src_dir, prepared["instance"][1], resolution, crop, min_size)
-    with atomic_dir(out_dir) as tmp:
-        for role, (img, _) in prepared.items():
-            img.save(tmp / f"{role}.png")
-        if mask is not None:
-            mask.save(tmp / "instance_mask.png")
-        write_json(tmp / "meta.json", {"pair": pair_id, "resolution": resolution, "crop": crop,
-                                       "min_size": min_size,
-                                       **{role: meta for role, (_, meta) in prepared.items()},
-                                       "instance_mask": mask_meta})
-    return out_dir
-
-
-def _instance_mask(src_dir: Path, meta: dict[str, Any], resolution: int, crop: Literal["center", "none"],
-                   min_size: int) -> tuple[Image.Image | None, dict[str, Any] | None]:
-    """The prepared instance mask (dreamsolo.masks) and its record, or (None, None) without one."""
-    from dreamsolo import masks
-
-    photo = src_dir / Path(meta["source"]).name
-    found = masks.raw_mask(photo, masks.find_mask_file(src_dir), _show)
-    if found is None:
-        return None, None
-    raw, origin = found
-    mask, info = masks.prepare_mask(raw, tuple(meta["decoded_size"]), resolution, crop, min_size)
-    if info["coverage"] in (0.0, 1.0):  # a fully opaque alpha, say: the arms that use it would learn nothing new
-        import sys
-
-        print(f"warning: {origin}: the instance mask is {'empty' if info['coverage'] == 0 else 'the whole photo'} "
-              "after cropping; the composite and masked arms need one that outlines the instance "
-              "(add instance_mask.png beside the photo)", file=sys.stderr)
-    return mask, {"source": origin, "file": "instance_mask.png", **info}

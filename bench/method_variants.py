@@ -32,7 +32,7 @@ def checks_of(root: Path, pair: str) -> dict:
     import pandas as pd
 
     from dreamsolo.layout import pair_csv
-    from dreamsolo.metrics.method import pair_checks
+    from dreamsolo.metrics.checks import pair_checks
 
     return pair_checks(pd.read_csv(pair_csv(root, pair)), pd.read_csv(pair_csv(root, pair, base=True)), pair)
 

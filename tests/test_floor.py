@@ -145,7 +145,7 @@ def test_joint_scoring_matches_scoring_each_set_alone(study):
 def test_study_summary_base_and_delta(study):
     root, summaries, _ = study
     from dreamsolo.metrics.aggregate import study_summary
-    from dreamsolo.metrics.results import PairResult
+    from dreamsolo.metrics.pair_result import PairResult
 
     out = study_summary([PairResult.from_json(s, p) for p, s in summaries.items()])
     for m in ("clip_t", "lpips_instance", "div"):

@@ -1,6 +1,6 @@
 """The method, shown on the `toy` preset (pretrained, shipped in data/base/toy): these tests fail when the
 method breaks (issue 13). One pair, the study's own settings (params.yaml's toy preset), one recontext
-prompt; every claim is a paired, seed-by-seed LPIPS comparison (dreamsolo.metrics.method).
+prompt; every claim is a paired, seed-by-seed LPIPS comparison (dreamsolo.metrics.checks).
 
 Mutations these were seen to catch (each makes at least one test fail; see the closing note of issue
 13): sampling the base model instead of Stage II; Stage II starting from the base model instead of
@@ -22,7 +22,7 @@ TOY = {"model.preset": "toy", "priors.num_images": 8, "priors.steps": 20, "prior
 
 def _checks(root, pair=PAIR):
     from dreamsolo.layout import pair_csv
-    from dreamsolo.metrics.method import pair_checks
+    from dreamsolo.metrics.checks import pair_checks
 
     return pair_checks(pd.read_csv(pair_csv(root, pair)), pd.read_csv(pair_csv(root, pair, base=True)))
 

@@ -1,4 +1,4 @@
-"""The method checks' arithmetic (dreamsolo.metrics.method): paired by seed, spread over seeds, direction."""
+"""The method checks' arithmetic (dreamsolo.metrics.checks): paired by seed, spread over seeds, direction."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dreamsolo.metrics.method import CHECKS, DRIFT, pair_checks, study_checks
-from dreamsolo.report import method as report_method
+from dreamsolo.metrics.checks import CHECKS, DRIFT, pair_checks, study_checks
+from dreamsolo.report import checks_table as report_method
 
 KINDS = ("composed", "recontext", "scene", "instance", "class_instance", "class_scene")
 

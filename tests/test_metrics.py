@@ -14,7 +14,7 @@ from PIL import Image
 from dreamsolo.config import Evaluate
 from dreamsolo.metrics import METRICS, NOT_PRETRAINED_WARNING
 from dreamsolo.metrics.aggregate import pair_result, scores, study_summary, summarise
-from dreamsolo.metrics.results import PairResult, Scores, Stat
+from dreamsolo.metrics.pair_result import PairResult, Scores, Stat
 from dreamsolo.metrics.evaluators import Evaluators, load_evaluators
 from dreamsolo.metrics.score import diversity, preservation, score_samples
 

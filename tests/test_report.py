@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from dreamsolo.metrics import NOT_PRETRAINED_WARNING
-from dreamsolo.metrics.results import PairResult, Scores, Stat
+from dreamsolo.metrics.pair_result import PairResult, Scores, Stat
 from dreamsolo.report import build_report, html, tables
 
 PAIRS = {"cat_grass": "animal", "cup_brick": "object"}
@@ -302,7 +302,7 @@ def test_method_checks_match_the_per_sample_tables(study):
     index.html show those same numbers."""
     import json
 
-    from dreamsolo.metrics.method import pair_checks
+    from dreamsolo.metrics.checks import pair_checks
 
     root, _, out = study
     checks = json.loads(out["checks_json"].read_text())

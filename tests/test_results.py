@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from dreamsolo.metrics.results import ALL_METRICS, PairResult, PairResultError, Scores, Stat
+from dreamsolo.metrics.pair_result import ALL_METRICS, PairResult, PairResultError, Scores, Stat
 from studykit import REPO
 
 COMMITTED = sorted((REPO / "reports" / "pairs").glob("*.json"))

@@ -161,7 +161,7 @@ def test_a_run_left_running_by_a_dead_process_is_killed_by_the_next_run(store):
 
 
 def test_pair_metrics_are_the_json_numbers():
-    from dreamsolo.metrics.results import PairResult, Scores, Stat
+    from dreamsolo.metrics.pair_result import PairResult, Scores, Stat
 
     stat = lambda v: Stat(v, 0.1, 3)  # noqa: E731
     none = Stat(None, None, 0)

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
             _sweep(args)
         return
     with one_line_errors("dreamsolo sample", name_in_errors=False):
-        from dreamsolo.adhoc import adhoc
+        from dreamsolo.sample_command import adhoc
 
         study = load_study(repo_root())
         paths = adhoc(study, args.pair, args.prompt, n=args.n, seed=args.seed, stage=args.stage, out=args.out)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from dreamsolo.metrics import METRICS, NOT_PRETRAINED_WARNING, random_warning
-from dreamsolo.metrics.method import DRIFT
-from dreamsolo.metrics.results import ALL_METRICS, PairResult, Scores, Stat
+from dreamsolo.metrics.checks import DRIFT
+from dreamsolo.metrics.pair_result import ALL_METRICS, PairResult, Scores, Stat
 
 if TYPE_CHECKING:
     from dreamsolo.metrics.evaluators import Evaluators

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dreamsolo.metrics.method import DRIFT
+from dreamsolo.metrics.checks import DRIFT
 
 RESAMPLES = 2000
 LEVEL = 0.95

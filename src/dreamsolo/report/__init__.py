@@ -24,8 +24,8 @@ from PIL import Image
 from dreamsolo.files import atomic_dir, atomic_file, write_json
 from dreamsolo.layout import arm_samples_dir, check_id, prepared_dir, samples_dir
 from dreamsolo.metrics import EVALUATOR_OF
-from dreamsolo.metrics.results import PairResult
-from dreamsolo.report import arms, floor, html, method, plots, tables
+from dreamsolo.metrics.pair_result import PairResult
+from dreamsolo.report import arms, checks_table, floor, html, plots, tables
 from dreamsolo.report.tables import LABELS, METRICS, REFERENCE_LABEL, REFERENCE_NOTE, REFERENCE, fmt
 
 __all__ = ["build_report", "pair_grid"]
@@ -57,7 +57,7 @@ class _Study:
     categories: pd.DataFrame
     kinds: pd.DataFrame
     floors: dict[str, Any]  # html.Page's floor fields, one per table
-    checks: dict  # report.method.compute(): the method's claims per pair, paired by seed
+    checks: dict  # report.checks_table.compute(): the method's claims per pair, paired by seed
     checks_random: list[str]  # the checks' metrics whose evaluator was randomly initialised
     arms: dict | None = None  # report.arms.compute(): the arms against the method, when the study ran any
 
@@ -100,8 +100,8 @@ def _shape(root: Path, results: list[PairResult], summary: dict) -> _Study:
         per_pair=tables.pairs_numeric(results).merge(floor.pairs_columns(results), on="pair", how="left"),
         per_sample=per_sample, per_sample_base=per_sample_base, overall=tables.overall_stats(results, summary),
         study=tables.pairs_table(results), categories=categories, kinds=tables.kind_table(per_sample),
-        floors=floors, checks=method.compute(per_sample, per_sample_base),
-        checks_random=method.random_metrics(results))
+        floors=floors, checks=checks_table.compute(per_sample, per_sample_base),
+        checks_random=checks_table.random_metrics(results))
 
 
 def _write_numbers(reports: Path, s: _Study) -> dict[str, Path]:
@@ -169,7 +169,7 @@ def _write_markdown(reports: Path, s: _Study) -> dict[str, Path]:
     kinds = floor.interleave(s.kinds, s.floors["kinds_floor"])
     out = {"pairs_md": reports / "pairs.md", "report_md": reports / "report.md"}
     _write_text(out["pairs_md"], _pairs_md(md_table, s.warning) + f"{floor.BASE_NOTE}.\n")
-    checks_md = method.markdown(s.checks, s.checks_random) + (f"\n{arms.markdown(s.arms)}" if s.arms else "")
+    checks_md = checks_table.markdown(s.checks, s.checks_random) + (f"\n{arms.markdown(s.arms)}" if s.arms else "")
     _write_text(out["report_md"], _report_md(md_table, categories, kinds, s.results, s.warning, checks_md))
     return out
 
@@ -181,7 +181,7 @@ def _write_page(reports: Path, s: _Study, prompts: dict[str, Prompts]) -> Path:
         plots=[(_caption(k), f"plots/{f}") for k, f in PLOT_FILES.items()],
         pairs=[html.PairSection(r.pair, r.category, f"grids/{r.pair}.png", _base_grid(r.pair), _pair_summary(r),
                                 prompts[r.pair]) for r in s.results],
-        checks_html=method.html_table(s.checks, s.checks_random) + (arms.html_section(s.arms) if s.arms else ""),
+        checks_html=checks_table.html_table(s.checks, s.checks_random) + (arms.html_section(s.arms) if s.arms else ""),
         **s.floors,
     )
     text = html.render(page)

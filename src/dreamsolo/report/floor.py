@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from dreamsolo.metrics.results import PairResult
+from dreamsolo.metrics.pair_result import PairResult
 from dreamsolo.report import tables
 from dreamsolo.report.tables import METRICS, _num, fmt, spread
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from dreamsolo.layout import check_id, pair_csv, pair_json
 from dreamsolo.metrics import NOT_PRETRAINED_WARNING
-from dreamsolo.metrics.results import PairResult, Scores, Stat
+from dreamsolo.metrics.pair_result import PairResult, Scores, Stat
 
 # Study metrics, in table order. Per-sample ones are columns of reports/pairs/<pair>.csv.
 METRICS = ("clip_t", "clip_i", "dino", "lpips_instance", "lpips_scene", "clip_i_scene", "dino_scene", "div", "pres")

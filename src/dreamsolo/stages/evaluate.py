@@ -10,7 +10,7 @@ from dreamsolo.config import Study
 from dreamsolo.files import atomic_file, write_json
 from dreamsolo.layout import (arm_csv, arm_json, arm_samples_dir, base_dir, pair_csv, pair_json, prepared_dir,
                               samples_dir)
-from dreamsolo.metrics.results import PairResult
+from dreamsolo.metrics.pair_result import PairResult
 
 SOURCE = "_source"  # temporary column: which sample set a row of the joint scoring came from
 
@@ -52,7 +52,7 @@ def _evaluate(study: Study, pair_id: str, tuned_dir: Path, json_path: Path, csv_
     from dreamsolo import tracking
     from dreamsolo.metrics.aggregate import pair_result, scores
     from dreamsolo.metrics.evaluators import load_evaluators
-    from dreamsolo.metrics.method import DRIFT
+    from dreamsolo.metrics.checks import DRIFT
     from dreamsolo.metrics.score import diversity, drift_to_base, preservation, score_samples
     from dreamsolo.models.loading import device
 

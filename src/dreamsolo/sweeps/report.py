@@ -11,8 +11,8 @@ import pandas as pd
 
 from dreamsolo.files import atomic_dir
 from dreamsolo.strict import read_yaml
-from dreamsolo.sweeps import plots
-from dreamsolo.sweeps.results import METRICS, collect
+from dreamsolo.sweeps import curves
+from dreamsolo.sweeps.collect import METRICS, collect
 from dreamsolo.sweeps.spec import Sweep
 from dreamsolo.sweeps.summary import (best, by_category, category_block, directions, rule_text, study_wide,
                                       table_rows)
@@ -120,7 +120,7 @@ def write_report(root: Path, sweep: Sweep, log: bool = True) -> Path:
     title = f"Sweep {sweep.name}"
     dest = sweep_dir(root, sweep.name)
     with atomic_dir(dest) as tmp:
-        figures = [plots.metric_curves(df, sweep, k, tmp) for k in sweep.keys] + [plots.tradeoff(df, sweep, tmp)]
+        figures = [curves.metric_curves(df, sweep, k, tmp) for k in sweep.keys] + [curves.tradeoff(df, sweep, tmp)]
         sections = _sections(df, cats, sweep, chosen, block, missing, figures)
         (tmp / "index.md").write_text(_markdown(title, sections))
         (tmp / "index.html").write_text(_html(title, sections))

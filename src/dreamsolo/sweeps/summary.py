@@ -10,7 +10,7 @@ import pandas as pd
 
 from dreamsolo.config import STAGE_KEYS
 from dreamsolo.strict import dump_yaml
-from dreamsolo.sweeps.results import METRICS
+from dreamsolo.sweeps.collect import METRICS
 from dreamsolo.sweeps.spec import Sweep, fmt_value, short_key
 
 SUBJECT, DRIFT = "lpips_instance", "class_drift"

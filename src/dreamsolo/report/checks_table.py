@@ -7,7 +7,7 @@ import html as _html
 
 import pandas as pd
 
-from dreamsolo.metrics.method import CHECKS, pair_checks, study_checks
+from dreamsolo.metrics.checks import CHECKS, pair_checks, study_checks
 
 HEAD = {"binding": "binding: ⟨S⟩ vs class prompt", "binding_vs_base": "binding: vs base",
         "scene_kept": "Stage I kept: ⟨V⟩ scene vs base", "composed_instance": "composed → instance vs base",

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dreamsolo.sweeps.results import BY_NAME  # noqa: E402
+from dreamsolo.sweeps.collect import BY_NAME  # noqa: E402
 from dreamsolo.sweeps.spec import Sweep, fmt_value, short_key  # noqa: E402
 from dreamsolo.sweeps.summary import DRIFT, SUBJECT, _plain, pooled  # noqa: E402
 

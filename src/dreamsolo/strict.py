@@ -82,15 +82,20 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
     return value
 
 
+def check_keys(data: dict, known, where: str, error: type[Exception] = ParamsError) -> None:
+    """Every key of `data` is one of `known`; else `<where>.<key>: unknown key (did you mean ...?)`."""
+    for key in data:
+        if key not in known:
+            raise error(f"{where}.{key}: unknown key{suggest(str(key), known)}")
+
+
 def build(cls: type, data: Any, where: str) -> Any:
     """Make a frozen dataclass from a mapping: every key known, every value of its type, defaults kept."""
     if not isinstance(data, dict):
         raise ParamsError(f"{where}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise ParamsError(f"{where}.{key}: unknown key{suggest(key, fields)}")
+    check_keys(data, fields, where)
     values = {}
     for name, f in fields.items():
         if name in data:

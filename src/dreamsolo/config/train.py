@@ -9,7 +9,7 @@ from typing import Literal
 
 from dreamsolo.config.sections import CATEGORIES, Dtype, Pair, Preset
 from dreamsolo.layout import TrainStage
-from dreamsolo.strict import ParamsError, blame, build, non_negative, positive, suggest
+from dreamsolo.strict import ParamsError, blame, build, check_keys, non_negative, positive, suggest
 
 
 @dataclass(frozen=True)
@@ -77,9 +77,7 @@ def _stage_section(raw: dict, stage: TrainStage) -> tuple[dict, dict]:
     section = raw[stage]
     if not isinstance(section, dict):
         raise ParamsError(f"{stage}: expected a mapping with `defaults` and `by_category`, got {section!r}")
-    for key in section:
-        if key not in ("defaults", "by_category"):
-            raise ParamsError(f"{stage}.{key}: unknown key{suggest(key, ('defaults', 'by_category'))}")
+    check_keys(section, ("defaults", "by_category"), stage)
     if set(section) != {"defaults", "by_category"}:
         raise ParamsError(f"{stage}: expected exactly two keys, `defaults` and `by_category`")
     by_cat = section["by_category"] or {}
@@ -111,9 +109,7 @@ def merge_train(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, preset: 
     for where_layer, layer, use in layers:
         if not isinstance(layer, dict):
             raise ParamsError(f"{where_layer}: expected a mapping, got {layer!r}")
-        for key in layer:
-            if key not in known:
-                raise ParamsError(f"{where_layer}.{key}: unknown key{suggest(key, known)}")
+        check_keys(layer, known, where_layer)
         if use:
             merged.update(layer)
             origin.update(dict.fromkeys(layer, where_layer))

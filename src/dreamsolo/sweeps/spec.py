@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamsolo.config import CATEGORIES, STAGE_KEYS, Study, study_from
-from dreamsolo.strict import ParamsError, read_yaml, suggest
+from dreamsolo.strict import ParamsError, check_keys, read_yaml, suggest
 
 SWEEPS_FILE = "sweeps.yaml"
 ENTRY_KEYS = ("description", "pairs", "grid", "random", "rule")
@@ -137,9 +137,7 @@ def _sweep(root: Path, name: str, entry: Any, raw: dict, base: Study, declared: 
     where = f"{SWEEPS_FILE}: {name}"
     if not isinstance(entry, dict):
         raise SweepError(f"{where}: expected a mapping with `grid` or `random`, got {entry!r}")
-    for key in entry:
-        if key not in ENTRY_KEYS:
-            raise SweepError(f"{where}.{key}: unknown key{suggest(str(key), ENTRY_KEYS)}")
+    check_keys(entry, ENTRY_KEYS, where, SweepError)
     if ("grid" in entry) == ("random" in entry):
         raise SweepError(f"{where}: give exactly one of `grid` and `random`")
     pairs = _pairs(where, entry.get("pairs", "all"), base)

@@ -109,6 +109,7 @@ def test_other_loader_errors_are_not_disguised(tmp_path, monkeypatch):
         materialise_base(Preset(source=HUB_ID), tmp_path / "base", tmp_path, "presets.sd15")
 
 
+@pytest.mark.e2e
 def test_base_stage_offline_on_sd15_is_one_line(tmp_path):
     root = make_study(tmp_path / "study", ["cat_grass"], {"model.preset": "sd15"})
     # MLFLOW_LOGGING_LEVEL: MLflow's own INFO lines when it creates the fresh store are not the error

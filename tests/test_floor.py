@@ -47,6 +47,7 @@ def _samples(folder, rng):
 
 pytestmark = pytest.mark.e2e  # the chain through the report (slow: not in the day-to-day run)
 
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """evaluate@<pair> for two fabricated pairs, then report; returns (root, {pair: summary}, calls)."""

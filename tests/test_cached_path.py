@@ -12,6 +12,8 @@ from PIL import Image
 
 from studykit import make_study, run_chain
 
+pytestmark = pytest.mark.e2e  # the chain and two trainings (slow: not in the day-to-day run)
+
 PAIR = "cat_grass"
 STEPS = 6
 

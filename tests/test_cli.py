@@ -49,6 +49,7 @@ def trained(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.e2e
 def test_sample_command_writes_n_images_outside_data(trained):
     root = trained.root
     data_before, models_before = _tree(root / "data"), _tree(root / "models")
@@ -70,6 +71,7 @@ def test_sample_command_writes_n_images_outside_data(trained):
     assert np.abs(images[0] - images[1]).max() > 0, "seeds 0 and 1 gave the same image"
 
 
+@pytest.mark.e2e
 def test_seeds_change_images_and_the_same_seed_repeats(trained, tmp_path, monkeypatch, capsys):
     from dreamsolo.cli import main
 
@@ -90,6 +92,7 @@ def test_seeds_change_images_and_the_same_seed_repeats(trained, tmp_path, monkey
     capsys.readouterr()
 
 
+@pytest.mark.e2e
 def test_unknown_pair_exits_1_with_one_line(trained):
     proc = run([*_cli(), "sample", "--pair", "cat_grasss", "--prompt", PROMPT], trained.root, check=False, timeout=120)
     assert proc.returncode == 1
@@ -104,6 +107,7 @@ def test_unknown_pair_exits_1_with_one_line(trained):
     (["--out", "models/mine"], "inside the study's models/"),
     (["--n", "0"], "--n must be > 0"),
 ])
+@pytest.mark.e2e
 def test_bad_arguments_exit_1_and_write_nothing(trained, monkeypatch, capsys, args, message):
     from dreamsolo.cli import main
 

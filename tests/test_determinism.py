@@ -59,6 +59,7 @@ def studies(tmp_path_factory, threads) -> tuple[Path, Path]:
     return a, b
 
 
+@pytest.mark.e2e
 def test_two_studies_give_identical_weights_and_samples(studies):
     a, b = studies
     da, db = digests(a), digests(b)
@@ -81,6 +82,7 @@ def _leftovers(folder: Path) -> list[Path]:
     return [p for p in folder.rglob(".*") if ".tmp" in p.name or ".old-" in p.name]
 
 
+@pytest.mark.e2e
 def test_a_crashed_sample_leaves_nothing_and_reruns_cleanly(studies, tmp_path, monkeypatch):
     from dreamsolo import sampling
     from dreamsolo.config import load_study

@@ -45,6 +45,9 @@ def _samples(folder, rng):
     pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
 
 
+pytestmark = pytest.mark.e2e  # the chain through the report (slow: not in the day-to-day run)
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """evaluate@<pair> for two fabricated pairs, then report; returns (root, {pair: summary}, calls)."""

@@ -47,6 +47,7 @@ def _load_in_fresh_process(tmp_path: Path, revision: str, **extra: str) -> str:
     return proc.stdout.strip()
 
 
+@pytest.mark.e2e
 def test_offline_mode_names_hub_id_revision_and_the_local_options(tmp_path):
     out = _load_in_fresh_process(tmp_path, "", HF_HUB_OFFLINE="1")
     assert out == (f"HubModelUnavailable|presets.sd15.source: cannot reach the Hugging Face Hub for {HUB_ID} at "
@@ -54,6 +55,7 @@ def test_offline_mode_names_hub_id_revision_and_the_local_options(tmp_path):
                    f"connect once to download it (HF_HUB_OFFLINE unset), {LOCAL}")
 
 
+@pytest.mark.e2e
 def test_a_hub_that_does_not_answer_is_unreachable_too(tmp_path):
     """A closed local port stands in for a machine without network: connection refused, not a traceback."""
     out = _load_in_fresh_process(tmp_path, "v1.0", HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_ETAG_TIMEOUT="2",
@@ -109,6 +111,7 @@ def test_other_loader_errors_are_not_disguised(tmp_path, monkeypatch):
         materialise_base(Preset(source=HUB_ID), tmp_path / "base", tmp_path, "presets.sd15")
 
 
+@pytest.mark.e2e
 def test_base_stage_offline_on_sd15_is_one_line(tmp_path):
     root = make_study(tmp_path / "study", ["cat_grass"], {"model.preset": "sd15"})
     # MLFLOW_LOGGING_LEVEL: MLflow's own INFO lines when it creates the fresh store are not the error

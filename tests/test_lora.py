@@ -10,6 +10,8 @@ import torch
 
 from studykit import make_study, run_chain
 
+pytestmark = pytest.mark.e2e  # the chain through Stage II with LoRA (slow: not in the day-to-day run)
+
 PAIR = "cat_grass"
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from studykit import edit_params, make_study, run_chain, torch_threads
 
+pytestmark = pytest.mark.e2e  # the whole chain on toy, then Stage II twice more (minutes)
+
 PAIR = "cat_grass"
 # the study's sampling settings (FAST cuts them for the plumbing tests): the claims need several seeds
 TOY = {"model.preset": "toy", "priors.num_images": 8, "priors.steps": 20, "priors.batch_size": 8,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from studykit import E2E_PAIRS, make_study, mlflow_client, ran, run
+from studykit import E2E_PAIRS, copy_study, edit_params, make_study, mlflow_client, ran, run
 
 from dreamsolo import devices
 from dreamsolo.errors import UserError
@@ -172,11 +172,15 @@ def test_two_pairs_at_a_time_give_the_bytes_of_one_at_a_time(tmp_path, monkeypat
 
 
 @pytest.mark.e2e
-def test_a_failing_pair_names_its_log_and_the_others_land(tmp_path, monkeypatch):
-    root = make_study(tmp_path / "s", E2E_PAIRS, git=True)
+def test_a_failing_pair_names_its_log_and_the_others_land(e2e_template, tmp_path, monkeypatch):
+    """On a copy of the reproduced two-pair study (conftest.py), a sampling change gives both pairs work
+    to do; cat_brick's instance photo is broken, so its chain fails at `prepare` and cat_grass's lands."""
+    root = copy_study(e2e_template[0], tmp_path / "s")
     monkeypatch.setenv("DREAMSOLO_DEVICE_LOCKS", str(tmp_path / "leases"))
     monkeypatch.setenv("DREAMSOLO_DEVICES", "cpu:0,cpu:1")
     monkeypatch.delenv("DREAMSOLO_NPROC", raising=False)
+    edit_params(root, {"sample.guidance_scale": 5.0})  # reruns sample, sample_base, evaluate of each pair, report
+    before = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     photo = next((root / "data/pairs/cat_brick").glob("instance.*"))
     good = photo.read_bytes()
     photo.write_bytes(b"not an image")
@@ -185,12 +189,15 @@ def test_a_failing_pair_names_its_log_and_the_others_land(tmp_path, monkeypatch)
     assert "dvc repro failed for cat_brick (" in failed.stderr and "cat_brick.log" in failed.stderr
     assert "instance" in (root / ".dvc/tmp/dreamsolo-repro/cat_brick.log").read_text()  # names the photo
     stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    assert "evaluate@cat_grass" in stages and "prepare@cat_brick" not in stages
-    assert "report" not in stages  # the last step does not run after a failure
+    assert stages["evaluate@cat_grass"] != before["evaluate@cat_grass"]  # the other pair landed, new settings
+    brick = [s for s in before if s.endswith("@cat_brick")]
+    assert brick and all(stages[s] == before[s] for s in brick)  # nothing of the failed pair recorded
+    assert stages["report"] == before["report"]  # the last step does not run after a failure
     photo.write_bytes(good)
     again = _output(root, run(["dreamsolo", "repro", "-j", "2"], root))
-    assert "Running stage 'train_scene@cat_brick'" in again and "Running stage 'report'" in again
-    assert "Stage 'train_scene@cat_grass' didn't change, skipping" in again  # resumed, not redone
+    assert "Running stage 'sample@cat_brick'" in again and "Running stage 'report'" in again
+    assert "Stage 'sample@cat_grass' didn't change, skipping" in again  # resumed, not redone
+    assert "Running stage 'sample@cat_grass'" not in again
     assert run(["dvc", "status"], root).stdout.strip() == "Data and pipelines are up to date."
 
 

@@ -247,6 +247,7 @@ def test_prepare_stage_refuses_a_pair_without_folder(tmp_path, monkeypatch):
     assert not (root / "data/prepared").exists()
 
 
+@pytest.mark.e2e
 def test_bad_param_through_the_stage_script(tmp_path):
     """The real entry point: exit 1, one `error:` line on stderr, no traceback, nothing written."""
     root = make_study(tmp_path / "study", ["cat_grass"], {"train_scene.defaults.lr": 0})

@@ -156,6 +156,7 @@ def assert_same_result(got: Path, want: Path) -> None:
     assert len(rows) == 1 + STEPS
 
 
+@pytest.mark.e2e
 def test_sigkill_then_rerun_resumes_bit_identical(seed_study, reference, tmp_path):
     root = clone(seed_study, tmp_path / "study")
     uri = sqlite_uri(tmp_path / "mlflow.db")
@@ -187,6 +188,7 @@ def test_the_mlflow_logger_does_not_outlive_a_killed_stage():
     assert not ORPHANS["sigkill"], f"still running 5 s after the stage was killed: {ORPHANS['sigkill']}"
 
 
+@pytest.mark.e2e
 def test_sigterm_checkpoints_exits_1_then_resumes_bit_identical(seed_study, reference, tmp_path):
     root = clone(seed_study, tmp_path / "study")
     uri = sqlite_uri(tmp_path / "mlflow.db")
@@ -211,6 +213,7 @@ def test_sigterm_checkpoints_exits_1_then_resumes_bit_identical(seed_study, refe
     assert not leftovers(root), f"temporary files left behind: {leftovers(root)}"
 
 
+@pytest.mark.e2e
 def test_a_stage_stops_with_the_dvc_that_started_it(seed_study, tmp_path):
     """SIGTERM to `dvc` alone (a closed terminal) ends DVC but not its child: the stage watches its `dvc`
     ancestor (dreamsolo.lifeline) and stops as on its own SIGTERM, with a checkpoint (issue 26, point 5).
@@ -235,6 +238,7 @@ def test_a_stage_stops_with_the_dvc_that_started_it(seed_study, tmp_path):
     assert list(ckpt_dir(root).glob("step-*/meta.json")) and not out_dir(root).exists()
 
 
+@pytest.mark.e2e
 def test_huge_lr_stops_with_training_diverged(seed_study, tmp_path):
     from dreamsolo.training.loop import TrainingDiverged
 
@@ -249,6 +253,7 @@ def test_huge_lr_stops_with_training_diverged(seed_study, tmp_path):
     assert not leftovers(root)
 
 
+@pytest.mark.e2e
 def test_nan_loss_names_step_and_last_finite_loss(seed_study, tmp_path, monkeypatch):
     from dreamsolo.training import loop
 
@@ -274,6 +279,7 @@ def test_nan_loss_names_step_and_last_finite_loss(seed_study, tmp_path, monkeypa
     assert not list(ckpt_dir(root).glob("step-*")) if ckpt_dir(root).exists() else True
 
 
+@pytest.mark.e2e
 def test_diverged_weights_on_the_last_step_are_not_saved(seed_study, tmp_path, monkeypatch):
     """A finite loss with non-finite weights after the optimizer step must not reach the output."""
     from dreamsolo.training import loop

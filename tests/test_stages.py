@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 
 from studykit import make_study, run_chain
 
+pytestmark = pytest.mark.e2e  # every stage in order on the tiny model (slow: not in the day-to-day run)
+
 PAIR = "hopper_gravel"  # human: gentlest Stage II defaults; instance photo is RGB, scene grayscale
 
 

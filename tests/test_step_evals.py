@@ -63,6 +63,7 @@ def toy_stage_two(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.e2e
 def test_evaluating_during_training_does_not_change_the_weights(toy_stage_two):
     from dreamsolo.layout import model_dir
 
@@ -72,6 +73,7 @@ def test_evaluating_during_training_does_not_change_the_weights(toy_stage_two):
     assert all((evald[k] == plain[k]).all() for k in plain)  # bit for bit: the evaluation has its own RNG
 
 
+@pytest.mark.e2e
 def test_the_curves_are_in_the_train_log_and_mlflow(toy_stage_two):
     from studykit import mlflow_client
 
@@ -93,6 +95,7 @@ def test_the_curves_are_in_the_train_log_and_mlflow(toy_stage_two):
     assert run.data.tags["stop_reason"] == "ran all 60 steps" and run.data.metrics["stopped_at"] == 60
 
 
+@pytest.mark.e2e
 def test_an_adaptive_stop_records_its_step_and_why(toy_stage_two):
     from dreamsolo.config import load_study
     from dreamsolo.layout import model_dir

@@ -24,12 +24,24 @@ GRID = """t:
 """
 
 
-def sweep_error(tmp_path: Path, text: str, name: str = "s", preset: str = "tiny") -> str:
-    root = make_study(tmp_path / "study", ["cat_grass", "cup_brick"], {"model.preset": preset}, git=True)
-    (root / "sweeps.yaml").write_text(text)
-    with pytest.raises(SweepError) as e:
-        load_sweep(root, name, declared_params(root))
-    return str(e.value)
+@pytest.fixture(scope="module")
+def checked_against(tmp_path_factory):
+    """preset -> a function giving a sweeps.yaml's error on a two-pair study of that preset; one study and
+    one read of dvc.yaml's params per preset for the module (only sweeps.yaml changes from case to case)."""
+    studies: dict[str, tuple[Path, set[str]]] = {}
+
+    def sweep_error(text: str, name: str = "s", preset: str = "tiny") -> str:
+        if preset not in studies:
+            root = make_study(tmp_path_factory.mktemp(f"sweeps-{preset}") / "study", ["cat_grass", "cup_brick"],
+                              {"model.preset": preset}, git=True)
+            studies[preset] = root, declared_params(root)
+        root, declared = studies[preset]
+        (root / "sweeps.yaml").write_text(text)
+        with pytest.raises(SweepError) as e:
+            load_sweep(root, name, declared)
+        return str(e.value)
+
+    return sweep_error
 
 
 BAD = {
@@ -58,20 +70,20 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))
-def test_each_bad_sweep_file_gets_its_message(tmp_path, case):
+def test_each_bad_sweep_file_gets_its_message(checked_against, case):
     text, start = BAD[case]
-    msg = sweep_error(tmp_path, text)
+    msg = checked_against(text)
     assert msg.startswith(start), msg
     assert "\n" not in msg
 
 
-def test_a_key_a_higher_layer_overrides_is_refused_naming_the_layer(tmp_path):
+def test_a_key_a_higher_layer_overrides_is_refused_naming_the_layer(checked_against):
     """On toy, presets.toy.train_instance sets lr over train_instance.defaults: sweeping the defaults'
     lr would make identical points."""
-    msg = sweep_error(tmp_path, "s:\n  grid:\n    train_instance.defaults.lr: [1.0e-5, 1.0e-4]\n", preset="toy")
+    msg = checked_against("s:\n  grid:\n    train_instance.defaults.lr: [1.0e-5, 1.0e-4]\n", preset="toy")
     assert msg.startswith("sweeps.yaml: s: train_instance.defaults.lr: every value gives the swept pairs the "
                           "same settings (overridden by presets.toy.train_instance)"), msg
-    msg = sweep_error(tmp_path / "b", "s:\n  pairs: animal\n  grid:\n    train_instance.by_category.object.lr: [1.0e-5, 1.0e-4]\n")
+    msg = checked_against("s:\n  pairs: animal\n  grid:\n    train_instance.by_category.object.lr: [1.0e-5, 1.0e-4]\n")
     assert "no swept pair is of category 'object'" in msg, msg
 
 

@@ -3,6 +3,7 @@ where the installed transformers + peft allow it (refused with a message naming 
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from studykit import make_study, run_chain
@@ -30,6 +31,7 @@ def _embed(pipe) -> torch.Tensor:
         return pipe.text_encoder(ids)[0]
 
 
+@pytest.mark.e2e
 def test_full_fine_tune_trains_and_saves_the_text_encoder(tmp_path, monkeypatch):
     from diffusers import StableDiffusionPipeline
 
@@ -53,6 +55,7 @@ def test_full_fine_tune_trains_and_saves_the_text_encoder(tmp_path, monkeypatch)
         previous, before = emb, after
 
 
+@pytest.mark.e2e
 def test_lora_text_encoder_adapters_train_and_reload(tmp_path, monkeypatch):
     """Text-encoder adapters change, and the folder loads (ours, plain diffusers) alike."""
     from diffusers import StableDiffusionPipeline

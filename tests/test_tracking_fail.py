@@ -49,6 +49,7 @@ def stage(root: Path, script: str, extra_env: dict[str, str], *args: str
     return proc, time.monotonic() - t0
 
 
+@pytest.mark.e2e
 def test_stage_script_stops_in_seconds_naming_the_uri(tmp_path):
     root = make_study(tmp_path / "study", [PAIR])
     uri = f"http://127.0.0.1:{closed_port()}"
@@ -182,6 +183,7 @@ def test_fallback_local_logs_to_the_study_store_in_process(tmp_path, down, monke
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
 
 
+@pytest.mark.e2e
 def test_fallback_local_through_the_stage_script(tmp_path):
     root = make_study(tmp_path / "study", [PAIR])
     uri = f"http://127.0.0.1:{closed_port()}"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from studykit import env, make_study
+from studykit import edit_params, env, make_study
 
 from dreamsolo.warm import client as warm
 
@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not warm.enabled() and os.environ.get("DREAMSOLO
                                 reason="warm mode is off on this machine (not Linux, or a GPU)")
 
 PAIR = "cat_grass"
-STEPS = 150
+STEPS = 150  # long enough to signal a stage mid-training
+SHORT = 20  # the same-bytes check: a few checkpoints and a progress bar are all it needs
 EDITS = {"presets.tiny.train_steps": STEPS, "train.checkpoint_every": 5, "train.log_every": 5}
 IDLE = "30"  # own server for this module (the idle time is part of the server's key), gone soon after
 UNET = "unet/diffusion_pytorch_model.safetensors"
@@ -101,21 +102,28 @@ def wait_for_checkpoint(proc: subprocess.Popen, root: Path, timeout: float = 120
         time.sleep(0.01)
 
 
+@pytest.mark.e2e
 def test_warm_stage_writes_the_same_bytes_as_a_cold_one(study):
     args = ["stages/train_scene.py", "--pair", PAIR]
-    clean(study)
-    code, err, cold_rss = finish(start(study, args, warm_on=False))
+    params = (study / "params.yaml").read_text()
+    edit_params(study, {"presets.tiny.train_steps": SHORT})
+    try:
+        clean(study)
+        code, err, cold_rss = finish(start(study, args, warm_on=False))
+        assert code == 0, err[-3000:]
+        cold = (out_dir(study) / UNET).read_bytes()
+        clean(study)
+        code, err, warm_rss = finish(start(study, args, warm_on=True))
+    finally:
+        (study / "params.yaml").write_text(params)
     assert code == 0, err[-3000:]
-    cold = (out_dir(study) / UNET).read_bytes()
-    clean(study)
-    code, err, warm_rss = finish(start(study, args, warm_on=True))
-    assert code == 0, err[-3000:]
-    assert f"{STEPS}/{STEPS}" in err  # the progress bar reached the client's stderr
+    assert f"{SHORT}/{SHORT}" in err  # the progress bar reached the client's stderr
     assert (out_dir(study) / UNET).read_bytes() == cold
     # the work ran in the server's fork, not in the client: a cold stage holds torch and the model
     assert warm_rss < 150 < cold_rss, (warm_rss, cold_rss)
 
 
+@pytest.mark.e2e
 def test_user_error_same_message_and_status(study):
     args = ["stages/train_scene.py", "--pair", "no_such_pair"]
     cold = finish(start(study, args, warm_on=False))
@@ -124,6 +132,7 @@ def test_user_error_same_message_and_status(study):
     assert got[1] == cold[1] and "no_such_pair" in got[1]
 
 
+@pytest.mark.e2e
 def test_sigterm_is_forwarded_to_the_stage(study):
     clean(study)
     proc = start(study, ["stages/train_scene.py", "--pair", PAIR], warm_on=True)
@@ -136,6 +145,7 @@ def test_sigterm_is_forwarded_to_the_stage(study):
     clean(study)
 
 
+@pytest.mark.e2e
 def test_a_killed_client_takes_its_stage_along(study):
     clean(study)
     proc = start(study, ["stages/train_scene.py", "--pair", PAIR], warm_on=True)
@@ -150,6 +160,7 @@ def test_a_killed_client_takes_its_stage_along(study):
     clean(study)
 
 
+@pytest.mark.e2e
 def test_a_server_that_hangs_up_before_the_stage_starts_means_a_cold_run(study):
     import socket
     import tempfile
@@ -187,6 +198,7 @@ def test_a_server_that_hangs_up_before_the_stage_starts_means_a_cold_run(study):
     assert (study / "data/prepared" / PAIR / "scene.png").is_file()
 
 
+@pytest.mark.e2e
 def test_bad_idle_setting_is_named(study):
     code, err, _ = finish(start(study, ["stages/prepare.py", "--pair", PAIR], warm_on=True, DREAMSOLO_WARM_IDLE="1m"))
     assert code == 1 and err.strip() == "error: DREAMSOLO_WARM_IDLE='1m': expected seconds > 0 (or DREAMSOLO_WARM=0 to switch off)"

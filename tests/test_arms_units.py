@@ -149,3 +149,13 @@ def test_arms_params_are_checked():
         build(Arms, {"composite": {"weight": 0}}, "arms")
     with pytest.raises(ParamsError, match=r"arms.lora_merge.scene_wieght: unknown key"):
         build(Arms, {"lora_merge": {"scene_wieght": 1.0}}, "arms")
+
+
+def test_an_arm_comparison_on_a_random_evaluator_is_labelled_random():
+    """(test_arms runs on toy, whose evaluators are all trained now: the random label is checked here.)"""
+    from dreamsolo.report.arms import _label
+
+    block = {"comparisons": {"a": {"label": "composed → scene, DINO ↑", "random": True},
+                             "b": {"label": "composed → scene, LPIPS ↓", "random": False}}}
+    assert _label(block, "a") == "composed → scene, DINO ↑ (random)"
+    assert _label(block, "b") == "composed → scene, LPIPS ↓"

@@ -61,7 +61,7 @@ def test_stage_script_stops_in_seconds_naming_the_uri(tmp_path):
     assert lines[0].startswith(f"error: train_scene: MLflow tracking server {uri} is unreachable "
                                "(connection refused)"), lines[0]
     assert tracking.FALLBACK_ENV in lines[0]
-    assert seconds < 20, f"took {seconds:.1f} s"
+    assert seconds < 60, f"took {seconds:.1f} s"  # seconds, not the minutes of a stage; generous for a busy CI box
     assert not (root / "models").exists() and not (root / "mlflow.db").exists()
 
 

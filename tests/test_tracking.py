@@ -26,7 +26,7 @@ def shared_store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)  # the store's default artifact root (./mlruns) lands here, not in the repo
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setattr(tracking, "EXPERIMENT", "dreamsolo-test")
+        mp.setattr(tracking.runs, "EXPERIMENT", "dreamsolo-test")
         mlflow.set_tracking_uri(uri)
         exp = mlflow.set_experiment("dreamsolo-test")
         yield root, MlflowClient(uri), exp.experiment_id
@@ -147,7 +147,7 @@ def test_failed_stage_marks_the_run_failed(store):
 
 def test_a_run_left_running_by_a_dead_process_is_killed_by_the_next_run(store):
     """kill -9 leaves the run RUNNING; the stage's next run ends it as KILLED (issue 26). Mutation: without
-    tracking._end_abandoned the first run stays RUNNING and this fails."""
+    tracking.runs._end_abandoned the first run stays RUNNING and this fails."""
     root, client, exp_id = store
     dead = client.create_run(exp_id, run_name="train_scene@dead", tags={"dvc_stage": "train_scene@dead"})
     other = client.create_run(exp_id, run_name="train_scene@dead", tags={"dvc_stage": "train_scene@dead",

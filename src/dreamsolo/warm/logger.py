@@ -45,7 +45,7 @@ def _serve(conn, stage_end, uri: str) -> None:
             if error is not None:
                 raise error
             if op == "open":
-                run = tracking._open(*args)
+                run = tracking.runs._open(*args)
             elif op == "end":
                 run._m.end_run(args[0])
                 run = None

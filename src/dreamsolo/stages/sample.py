@@ -9,6 +9,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from dreamsolo import grids
 from dreamsolo.config import Study
 from dreamsolo.files import atomic_dir
 from dreamsolo.layout import arm_inputs_dir, arm_model_dir, arm_samples_dir, base_dir, model_dir, samples_dir
@@ -79,7 +80,7 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path,
         run_.tags({"weights": info["weights"], "dtype": info["dtype"]})
         run_.artifact(tmp / "manifest.csv")
         run_.artifact(tmp / "sampling.json")
-        grid(images, cols=cfg.num_images).save(tmp / "grid.png")
+        grids.sheet(images, cols=cfg.num_images).save(tmp / "grid.png")
         run_.artifact(tmp / "grid.png")  # one row per prompt, one column per seed (the UI previews it)
     return out
 
@@ -91,15 +92,3 @@ def _sampling_info(study: Study, weights: Path, dtype: str, pipe) -> dict:
     return {"weights": str(weights.relative_to(study.root)), "sampler": type(pipe.scheduler).__name__,
             **dataclasses.asdict(study.sample), "resolution": study.preset.resolution, "dtype": dtype,
             "device": str(pipe.device), "torch": torch.__version__}
-
-
-def grid(images, cols: int):
-    """The images in rows of `cols` (one row per prompt, one column per seed)."""
-    from PIL import Image
-
-    w, h = images[0].size
-    rows = (len(images) + cols - 1) // cols
-    sheet = Image.new("RGB", (cols * w, rows * h), "white")
-    for i, im in enumerate(images):
-        sheet.paste(im, ((i % cols) * w, (i // cols) * h))
-    return sheet

@@ -41,7 +41,8 @@ def torch_threads(n: int):
     import torch
 
     before = torch.get_num_threads()
-    torch.set_num_threads(n)
+    # under `pytest -n N` (conftest) a worker owns cores // N: never more threads than that
+    torch.set_num_threads(min(n, int(os.environ.get("OMP_NUM_THREADS") or n)))
     try:
         yield
     finally:

@@ -151,7 +151,11 @@ def test_lr_and_steps_against_the_prior_weight():
     assert claim4(sweep_inputs(strong_lr, weak_lam)).verdict == F.SUPPORTED
     weak_lr = lr_steps(by_lr({"object": 0.005, "animal": 0.005, "human": 0.005}))
     strong_lam = prior(lambda cat, s: (0.05 * s[LAM], 0.05 * s[LAM]))
-    assert claim4(sweep_inputs(weak_lr, strong_lam)).verdict == F.NOT_SUPPORTED
+    c = claim4(sweep_inputs(weak_lr, strong_lam))
+    assert c.verdict == F.NOT_SUPPORTED
+    sens = c.context["sensitivity"]  # (fidelity, drift) spreads: λ 0 -> 2 moves both by 0.1, lr by 0.005
+    assert sens["prior_weight"] == pytest.approx([0.1, 0.1], abs=0.005)
+    assert sens["lr"] == pytest.approx([0.005, 0.005], abs=0.003) and sens["steps"] == pytest.approx([0, 0], abs=0.003)
 
 
 def test_the_prior_weight_against_none():

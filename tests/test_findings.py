@@ -88,7 +88,7 @@ def test_a_random_evaluator_gives_no_verdict():
 
 # --- the sweeps -----------------------------------------------------------------------------------------
 
-LR, STEPS, LAM = "presets.m.train_instance.lr", "presets.m.train_instance.steps", "presets.m.train_instance.prior_weight"
+LR, STEPS, LAM = (f"presets.m.train_instance.{k}" for k in ("lr", "steps", "prior_weight"))
 
 
 def sweep(keys: dict[str, list], effect, seeds: int = 6, noise: float = 0.003, pairs: dict = CATS,
@@ -135,8 +135,11 @@ def test_a_category_dependent_effect_is_found_where_it_is():
     assert claim6(objects).verdict == F.NOT_SUPPORTED
     assert claim5(objects).verdict == F.NOT_SUPPORTED
     c = claim6(humans)
-    sens = c.context["sensitivity_by_category"]
-    assert sens["human"][0] == pytest.approx(0.2, abs=0.01) and sens["object"][0] == pytest.approx(0.01, abs=0.01)
+    sens = c.context["sensitivity_by_category"]  # each with its own interval
+    assert sens["human"]["fidelity"]["value"] == pytest.approx(0.2, abs=0.01)
+    assert sens["object"]["drift"]["value"] == pytest.approx(0.01, abs=0.01)
+    assert all(e["ci"][0] <= e["value"] <= e["ci"][1] for v in sens.values() for e in v.values())
+    assert sens["human"]["fidelity"]["ci"][0] > sens["object"]["fidelity"]["ci"][1]
 
 
 def test_a_constant_shift_across_categories_makes_no_category_more_sensitive():
@@ -153,8 +156,8 @@ def test_lr_and_steps_against_the_prior_weight():
     strong_lam = prior(lambda cat, s: (0.05 * s[LAM], 0.05 * s[LAM]))
     c = claim4(sweep_inputs(weak_lr, strong_lam))
     assert c.verdict == F.NOT_SUPPORTED
-    sens = c.context["sensitivity"]  # (fidelity, drift) spreads: λ 0 -> 2 moves both by 0.1, lr by 0.005
-    assert sens["prior_weight"] == pytest.approx([0.1, 0.1], abs=0.005)
+    sens = {k: [v[o]["value"] for o in ("fidelity", "drift")] for k, v in c.context["sensitivity"].items()}
+    assert sens["prior_weight"] == pytest.approx([0.1, 0.1], abs=0.005)  # λ 0 -> 2 moves both by 0.1, lr by 0.005
     assert sens["lr"] == pytest.approx([0.005, 0.005], abs=0.003) and sens["steps"] == pytest.approx([0, 0], abs=0.003)
 
 

@@ -66,7 +66,8 @@ def _sweep(study: pd.DataFrame, key: str, values: list[float], drift_step: float
     rows = []
     for i, (point, value) in enumerate([("baseline", values[-1])] + [(f"p{i}", v) for i, v in enumerate(values)]):
         for (pair, seed), fid in per_seed["lpips_instance"].items():
-            drift = per_seed["class_drift"][(pair, seed)] + (0 if point == "baseline" else drift_step * (len(values) - i))
+            step = 0 if point == "baseline" else drift_step * (len(values) - i)
+            drift = per_seed["class_drift"][(pair, seed)] + step
             rows.append({"point": point, "pair": pair, "category": "animal", "seed": seed, key: value,
                          "lpips_instance": fid, "class_drift": drift, "random_metrics": ""})
     return pd.DataFrame(rows)

@@ -90,7 +90,8 @@ def _closer(inp: Inputs, name: str, label: str, kind: str, column: str) -> Part:
 
 
 def claim1(inp: Inputs) -> Claim:
-    return Claim(1, "One reference image is enough to bind an instance to an identifier and place it in a learned scene.",
+    return Claim(1, "One reference image is enough to bind an instance to an identifier and place it in a learned "
+                    "scene.",
                  "The <S> prompt's and the composed prompt's samples are closer (LPIPS) to the instance photo than "
                  "the base model's on the same prompts and seeds.",
                  (_closer(inp, "c1_binding", "<S> prompt → instance: base − fine-tuned", "instance", "lpips_instance"),
@@ -169,10 +170,23 @@ def _not_run(n: int, text: str, test: str, why: str, names: Sequence[str]) -> Cl
     return Claim(n, text, test, note=why, command=" && ".join(sweep_command(x) for x in names))
 
 
-def _sens_part(name: str, label: str, units: list[F.Unit], stat) -> list[Part]:
-    """One part per outcome of a vector statistic over (seeds, points, outcomes) units."""
-    return [_part(f"{name}_{o}", f"{label}, {OUTCOME_LABEL[o]}", units, lambda us, i=i: float(stat(us)[i]),
-                  F.MIN_LPIPS) for i, o in enumerate(OUTCOMES)]
+def _sweep_numbers(name: str, label: str, units: list[F.Unit], parts, context: dict[str, dict]):
+    """One bootstrap pass over a sweep claim's numbers: `parts(us)` gives the claim's (fidelity, drift) effect,
+    `context` {group: {key: fn(us) -> (fidelity, drift)}} the sensitivities shown beside it, each with its own
+    interval. Returns (parts, context as {group: {key: {fidelity, drift: estimate}}})."""
+    fns = [parts] + [f for block in context.values() for f in block.values()]
+    ests = F.bootstrap_many(units, lambda us: np.concatenate([np.asarray(f(us), dtype=float) for f in fns]),
+                            F.seed_of(name))
+    made = [_judged(f"{name}_{o}", f"{label}, {OUTCOME_LABEL[o]}", ests[i], F.MIN_LPIPS)
+            for i, o in enumerate(OUTCOMES)]
+    rest, ctx = iter(ests[len(OUTCOMES):]), {}
+    for group, block in context.items():
+        ctx[group] = {k: {OUTCOME_LABEL[o]: next(rest).as_dict() for o in OUTCOMES} for k in block}
+    return tuple(made), ctx
+
+
+def _judged(name: str, label: str, est: F.Estimate, smallest: float) -> Part:
+    return Part(name, label, est, smallest, F.verdict(est, smallest))
 
 
 def claim2(inp: Inputs) -> Claim:
@@ -194,7 +208,7 @@ def claim2(inp: Inputs) -> Claim:
     return Claim(2, text, test, (part,), note="Stage II's λ is swept; Stage I keeps the study's.")
 
 
-def _spread(us: Sequence[F.Unit], cats: Sequence[str], groups: Sequence[np.ndarray]) -> np.ndarray:
+def _spread(us: Sequence[F.Unit], cats: Sequence[str] | None, groups: Sequence[np.ndarray]) -> np.ndarray:
     """Per outcome, the sensitivity of the pairs of `cats` to the keys that `groups` splits the points by."""
     return F.spread(F.point_means(us, cats), groups)
 
@@ -209,18 +223,18 @@ def claim4(inp: Inputs) -> Claim:
     both = pd.concat([a.samples.assign(point=LR_STEPS + "/" + a.samples["point"]),
                       b.samples.assign(point=PRIOR + "/" + b.samples["point"])], ignore_index=True)
     names_a, names_b = [f"{LR_STEPS}/{p}" for p in a.points["point"]], [f"{PRIOR}/{p}" for p in b.points["point"]]
-    units = F.sweep_units(both, names_a + names_b, OUTCOMES)
+    units = F.sweep_units(both, names_a + names_b, OUTCOMES)  # both sweeps' points side by side, per pair and seed
     na = len(names_a)
-    g_lr, g_steps = _groups(a.points, [a.keys["lr"]]), _groups(a.points, [a.keys["steps"]])
-    g_prior = [g + na for g in _groups(b.points, [b.keys["prior_weight"]])]
+    g = {"lr": _groups(a.points, [a.keys["lr"]]), "steps": _groups(a.points, [a.keys["steps"]]),
+         "prior_weight": [x + na for x in _groups(b.points, [b.keys["prior_weight"]])]}
 
-    def stat(us):
+    def effect(us):
         m = F.point_means(us)
-        return np.maximum(F.spread(m, g_lr), F.spread(m, g_steps)) - F.spread(m, g_prior)
+        return np.maximum(F.spread(m, g["lr"]), F.spread(m, g["steps"])) - F.spread(m, g["prior_weight"])
 
-    ctx = {"sensitivity": {x: [float(v) for v in F.spread(F.point_means(units), g)]
-                           for x, g in (("lr", g_lr), ("steps", g_steps), ("prior_weight", g_prior))}}
-    return Claim(4, text, test, tuple(_sens_part("c4", "max(S_lr, S_steps) − S_λ", units, stat)), context=ctx)
+    sens = {k: (lambda us, gk=gk: _spread(us, None, gk)) for k, gk in g.items()}
+    parts, ctx = _sweep_numbers("c4", "max(S_lr, S_steps) − S_λ", units, effect, {"sensitivity": sens})
+    return Claim(4, text, test, parts, context=ctx)
 
 
 def _lr_steps(inp: Inputs, n: int, text: str, test: str, needs: Sequence[str]):
@@ -235,10 +249,10 @@ def _lr_steps(inp: Inputs, n: int, text: str, test: str, needs: Sequence[str]):
         _groups(sw.points, [sw.keys["lr"], sw.keys["steps"]])
 
 
-def _by_category(units, groups) -> dict:
+def _by_category(units, groups) -> dict[str, dict]:
+    """The sensitivity to lr x steps of each category, for the page beside the claim."""
     cats = sorted({c for c, _ in units})
-    return {"sensitivity_by_category": {c: [float(v) for v in F.spread(F.point_means(units, [c]), groups)]
-                                        for c in cats}}
+    return {"sensitivity_by_category": {c: (lambda us, c=c: _spread(us, [c], groups)) for c in cats}}
 
 
 def claim5(inp: Inputs, best: dict | None = None) -> Claim:
@@ -251,13 +265,13 @@ def claim5(inp: Inputs, best: dict | None = None) -> Claim:
         return got
     _, units, groups = got
 
-    def stat(us):
+    def effect(us):
         return _spread(us, ORGANIC, groups) - _spread(us, ["object"], groups)
 
+    parts, ctx = _sweep_numbers("c5", "S(organic) − S(object)", units, effect, _by_category(units, groups))
     note = ("The best point per category (the sweep's rule, no interval: an argmax of noisy means has none here) "
             "is listed for the second half of the claim.")
-    return Claim(5, text, test, tuple(_sens_part("c5", "S(organic) − S(object)", units, stat)), note=note,
-                 context={**_by_category(units, groups), "best_by_category": best or {}})
+    return Claim(5, text, test, parts, note=note, context={**ctx, "best_by_category": best or {}})
 
 
 def claim6(inp: Inputs) -> Claim:
@@ -269,13 +283,14 @@ def claim6(inp: Inputs) -> Claim:
         return got
     _, units, groups = got
 
-    def stat(us):
+    def effect(us):
         return _spread(us, ["human"], groups) - np.maximum(_spread(us, ["object"], groups),
                                                            _spread(us, ["animal"], groups))
 
-    return Claim(6, text, test, tuple(_sens_part("c6", "S(human) − max(S(object), S(animal))", units, stat)),
-                 note="The claim names faces; the test is on the study's human category, whatever its photos show.",
-                 context=_by_category(units, groups))
+    parts, ctx = _sweep_numbers("c6", "S(human) − max(S(object), S(animal))", units, effect,
+                                _by_category(units, groups))
+    return Claim(6, text, test, parts, context=ctx,
+                 note="The claim names faces; the test is on the study's human category, whatever its photos show.")
 
 
 def all_claims(inp: Inputs, best: dict | None = None) -> list[Claim]:

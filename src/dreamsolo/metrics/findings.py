@@ -79,19 +79,33 @@ def resample(units: Sequence[Unit], rng: np.random.Generator, stratify: bool = T
     return [(cat, arr[rng.integers(0, len(arr), len(arr))]) for cat, arr in picked]
 
 
-def bootstrap(units: Sequence[Unit], stat: Statistic, seed: int, stratify: bool = True,
-              resamples: int = RESAMPLES, level: float = LEVEL) -> Estimate:
-    """The statistic and its percentile interval; resamples where it is undefined (nan) are left out."""
+def bootstrap_many(units: Sequence[Unit], stat: Callable[[Sequence[Unit]], Sequence[float]], seed: int,
+                   stratify: bool = True, resamples: int = RESAMPLES, level: float = LEVEL) -> list[Estimate]:
+    """A vector statistic and each entry's percentile interval from one set of resamples (the numbers of one
+    claim move together); resamples where an entry is undefined (nan) are left out of its interval."""
     if not units:
         raise ValueError("bootstrap of no pairs")
     rng = np.random.default_rng(seed)
+    value = np.asarray(stat(units), dtype=float)
     boot = np.array([stat(resample(units, rng, stratify)) for _ in range(resamples)], dtype=float)
-    boot = boot[np.isfinite(boot)]
-    if len(boot) < resamples / 2:  # e.g. a correlation over resamples that drew one pair only
-        return Estimate(float(stat(units)), float("-inf"), float("inf"), len(units), min(len(a) for _, a in units))
+    boot = boot.reshape(resamples, -1)
     tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(boot, [tail, 100 - tail])
-    return Estimate(float(stat(units)), float(lo), float(hi), len(units), min(len(a) for _, a in units))
+    n_pairs, n_seeds = len(units), min(len(a) for _, a in units)
+    out = []
+    for v, col in zip(value, boot.T):
+        col = col[np.isfinite(col)]
+        if len(col) < resamples / 2:  # e.g. a correlation over resamples that drew one pair only
+            out.append(Estimate(float(v), float("-inf"), float("inf"), n_pairs, n_seeds))
+            continue
+        lo, hi = np.percentile(col, [tail, 100 - tail])
+        out.append(Estimate(float(v), float(lo), float(hi), n_pairs, n_seeds))
+    return out
+
+
+def bootstrap(units: Sequence[Unit], stat: Statistic, seed: int, stratify: bool = True,
+              resamples: int = RESAMPLES, level: float = LEVEL) -> Estimate:
+    """The statistic and its percentile interval (bootstrap_many of one number)."""
+    return bootstrap_many(units, lambda us: [stat(us)], seed, stratify, resamples, level)[0]
 
 
 def verdict(est: Estimate, smallest: float) -> str:

@@ -33,7 +33,8 @@ def _read_sweep(root: Path, name: str, tuned: pd.DataFrame) -> pd.DataFrame | st
     path = folder / "samples.csv"
     if not path.is_file():
         if (folder / "results.csv").is_file():
-            return f"sweep {name}'s report predates samples.csv (per-seed rows): rerun `dreamsolo sweep {name} --report-only`"
+            return (f"sweep {name}'s report predates samples.csv (per-seed rows): "
+                    f"rerun `dreamsolo sweep {name} --report-only`")
         return f"sweep {name} not run yet"
     samples = pd.read_csv(path)
     why = stale(samples, tuned)
@@ -86,17 +87,23 @@ def _rows(block: dict) -> list[list[str]]:
     return out
 
 
+def _interval(e: dict) -> str:
+    return f"{e['value']:.3f} [{_num(e['ci'][0])[1:]}, {_num(e['ci'][1])[1:]}]"
+
+
+def _sens(block: dict) -> str:
+    return "; ".join(f"{k}: " + ", ".join(f"{o} {_interval(e)}" for o, e in v.items()) for k, v in block.items())
+
+
 def _extra(c: dict) -> list[str]:
     lines = []
     if c.get("sensitivity"):
-        lines.append("sensitivity over all pairs (fidelity, drift): " + "; ".join(
-            f"{k} {v[0]:.3f}, {v[1]:.3f}" for k, v in c["sensitivity"].items()))
+        lines.append(f"Sensitivity over all pairs [95 % CI]: {_sens(c['sensitivity'])}.")
     if c.get("sensitivity_by_category"):
-        lines.append("sensitivity to lr × steps by category (fidelity, drift): " + "; ".join(
-            f"{k} {v[0]:.3f}, {v[1]:.3f}" for k, v in c["sensitivity_by_category"].items()))
+        lines.append(f"Sensitivity to lr × steps by category [95 % CI]: {_sens(c['sensitivity_by_category'])}.")
     if c.get("best_by_category"):
-        lines.append("best point per category (sweep rule): " + "; ".join(
-            f"{k} {v}" for k, v in c["best_by_category"].items()))
+        lines.append("Best point per category (the sweep's rule): " + "; ".join(
+            f"{k} {v}" for k, v in c["best_by_category"].items()) + ".")
     return lines
 
 
@@ -144,7 +151,7 @@ def html_section(block: dict) -> str:
     body = "".join("<tr>" + "".join(f"<td>{esc(x)}</td>" for x in r) + "</tr>" for r in rows[1:])
     tests = "".join(f"<li><b>{esc(n)}</b>: {esc(c['test'])}"
                     + (f" <i>{esc(c['note'])}</i>" if c["note"] else "")
-                    + "".join(f" {esc(x)}." for x in _extra(c))
+                    + "".join(f" {esc(x)}" for x in _extra(c))
                     + (f" To run it: <code>{esc(c['command'])}</code>, then <code>dvc repro report</code>."
                        if c["command"] else "") + "</li>" for n, c in block["claims"].items())
     rules = "".join(f"<li><b>{esc(v)}</b>: {esc(r)}</li>" for v, r in block["rules"].items())

@@ -123,7 +123,8 @@ def make_batch(c: Cached, batch_size: int, scale: float, gen: torch.Generator) -
     boxes = None
     if c.patches is not None:  # the sine arm: the instance rows are patches, each with its box
         idx = torch.randint(0, len(c.patches["boxes"]), (batch_size,), generator=gen, device=gen.device).cpu()
-        means[0], stds[0] = c.patches["mean"][idx.to(c.patches["mean"].device)], c.patches["std"][idx.to(c.patches["std"].device)]
+        on = idx.to(c.patches["mean"].device)
+        means[0], stds[0] = c.patches["mean"][on], c.patches["std"][on]
         boxes = c.patches["boxes"][idx]
     texts = [c.text[0:1].expand(batch_size, -1, -1), c.text[1:2].expand(batch_size, -1, -1)]
     for name, block in (("replay", c.replay), ("composite", c.composite)):

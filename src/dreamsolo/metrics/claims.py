@@ -269,8 +269,9 @@ def claim5(inp: Inputs, best: dict | None = None) -> Claim:
         return _spread(us, ORGANIC, groups) - _spread(us, ["object"], groups)
 
     parts, ctx = _sweep_numbers("c5", "S(organic) − S(object)", units, effect, _by_category(units, groups))
-    note = ("The best point per category (the sweep's rule, no interval: an argmax of noisy means has none here) "
-            "is listed for the second half of the claim.")
+    note = ("For the claim's second half, the best point per category by the sweep's rule is listed, without an "
+            "interval (an argmax of noisy means has none here)." if best else
+            "The claim's second half (best settings differ by category) needs the sweep's best.json.")
     return Claim(5, text, test, parts, note=note, context={**ctx, "best_by_category": best or {}})
 
 

@@ -212,3 +212,21 @@ def test_verdict_rules_at_their_edges():
     assert F.combine([F.SUPPORTED, F.INCONCLUSIVE]) == F.INCONCLUSIVE
     assert F.combine([F.SUPPORTED, F.NOT_SUPPORTED, F.INCONCLUSIVE]) == F.NOT_SUPPORTED
     assert F.combine([F.SUPPORTED, F.SUPPORTED]) == F.SUPPORTED
+
+
+def test_the_report_stage_depends_on_what_the_page_reads():
+    """`report` reruns when a findings sweep's report lands, and writes the page: dvc.yaml says so, and each
+    sweep folder exists before its sweep runs (its README), so DVC can hash the dependency."""
+    from pathlib import Path
+
+    import yaml
+
+    from dreamsolo.report.findings import FILE, SWEEPS
+
+    repo = Path(__file__).resolve().parents[1]
+    stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["report"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for o in stage["outs"]]
+    assert f"reports/{FILE}" in outs
+    for name in SWEEPS:
+        assert f"reports/sweeps/{name}" in stage["deps"]
+        assert (repo / "reports/sweeps" / name).is_dir()

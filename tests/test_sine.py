@@ -34,10 +34,10 @@ def test_the_hook_adds_the_whole_grid_or_each_rows_patch():
     whole = pos(None, None, x)
     assert torch.allclose(whole[0], torch.nn.functional.interpolate(pos.grid[None], (4, 4), mode="bilinear",
                                                                     align_corners=True)[0])
-    pos.boxes = torch.tensor([[0, 0, 8, 8], [0, 0, 4, 4], [4, 4, 8, 8]])
+    pos.boxes = torch.tensor([[0, 0, 8, 8], [0, 4, 4, 8], [4, 0, 8, 4]])  # y0, x0, y1, x1
     rows = pos(None, None, x)
     assert torch.allclose(rows[0], whole[0])  # the full box is the whole photo
-    assert torch.allclose(rows[1], pos.grid[:, 0:4, 0:4]) and torch.allclose(rows[2], pos.grid[:, 4:8, 4:8])
+    assert torch.allclose(rows[1], pos.grid[:, 0:4, 4:8]) and torch.allclose(rows[2], pos.grid[:, 4:8, 0:4])
     assert not torch.allclose(rows[1], rows[2])  # two places, two encodings
     pos.boxes = torch.tensor([[0, 0, 8, 8]])
     with pytest.raises(RuntimeError, match="1 rows, the batch has 3"):
@@ -63,14 +63,14 @@ def test_a_batch_puts_patches_on_the_instance_rows_and_the_whole_photo_elsewhere
                ids=torch.zeros(3, 77), rows={"instance": 0, "prior": 1, "replay": 2},
                patches={**{k: torch.stack([torch.full((4, 2, 2), 1.0), torch.full((4, 2, 2), 2.0)]) if k == "mean"
                            else torch.zeros(2, 4, 2, 2) for k in ("mean", "std")}, "boxes": boxes}, position=pos)
-    latents, _ = make_batch(c, 4, 1.0, torch.Generator().manual_seed(0))
-    inst = latents[:4, 0, 0, 0]
-    assert set(inst.tolist()) <= {1.0, 2.0}  # patches, never the whole photo (9)
-    assert latents[4:8].eq(5).all() and latents[8:].eq(7).all()
-    assert pos.boxes.shape == (12, 4)
-    for v, b in zip(inst.tolist(), pos.boxes[:4].tolist()):
+    latents, _ = make_batch(c, 6, 1.0, torch.Generator().manual_seed(0))
+    inst = latents[:6, 0, 0, 0]
+    assert set(inst.tolist()) == {1.0, 2.0} and inst.tolist() != inst.flip(0).tolist()  # patches, never the photo (9)
+    assert latents[6:12].eq(5).all() and latents[12:].eq(7).all()
+    assert pos.boxes.shape == (18, 4)
+    for v, b in zip(inst.tolist(), pos.boxes[:6].tolist()):
         assert b == boxes[int(v) - 1].tolist()  # each patch row carries its own box
-    assert (pos.boxes[4:] == torch.tensor([0, 0, 4, 4])).all()
+    assert (pos.boxes[6:] == torch.tensor([0, 0, 4, 4])).all()
 
 
 @pytest.mark.e2e

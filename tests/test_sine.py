@@ -1,5 +1,5 @@
-"""The sine arm (training.patches: SINE's patch-based fine-tuning): the position grid, the hook that adds it,
-the patches and their boxes in a batch; and the arm end to end on the two-pair test study."""
+"""The sine arm (SINE's patch-based fine-tuning: training.patches, models.position): the position grid, the
+hook that adds it, the patches and their boxes in a batch; and the arm end to end on the two-pair test study."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from studykit import E2E_PAIRS, copy_study, edit_params, ran, run
 
 from dreamsolo.training.inputs import Cached, make_batch
-from dreamsolo.training.patches import PatchPosition, PatchSpec, draw_boxes, sinusoidal_grid
+from dreamsolo.models.position import PatchPosition, sinusoidal_grid
+from dreamsolo.training.patches import PatchSpec, draw_boxes
 
 
 def test_the_grid_is_sines_sinusoidal_encoding():

@@ -63,7 +63,7 @@ def load_pipeline(folder: Path, dtype: torch.dtype = torch.float32):
     """
     from diffusers import StableDiffusionPipeline
 
-    from dreamsolo.training.patches import restore
+    from dreamsolo.models.position import restore
 
     if read_info(folder)["method"] == "lora":
         pipe = load_pipeline(lora_base(folder), dtype)

@@ -61,7 +61,8 @@ def arm_setup(study: Study, pair_id: str, arm: str, scratch: Path):
 
     from dreamsolo.masks import composite
     from dreamsolo.training.inputs import StageInputs
-    from dreamsolo.training.patches import PatchSpec, write_marker
+    from dreamsolo.models.position import write_marker
+    from dreamsolo.training.patches import PatchSpec
 
     prompts, _ = arm_inputs.read(study, pair_id)
     cfg = study.train(pair_id, "train_instance")

@@ -12,7 +12,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from dreamsolo.sampling import encode_latents
-from dreamsolo.training.patches import PatchPosition, PatchSpec, crop_patches, draw_boxes, install
+from dreamsolo.models.position import PatchPosition, install
+from dreamsolo.training.patches import PatchSpec, crop_patches, draw_boxes
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,8 @@ def arm_setup(study: Study, pair_id: str, arm: str, scratch: Path):
     from PIL import Image
 
     from dreamsolo.masks import composite
-    from dreamsolo.training.inputs import StageInputs
     from dreamsolo.models.position import write_marker
+    from dreamsolo.training.inputs import StageInputs
     from dreamsolo.training.patches import PatchSpec
 
     prompts, _ = arm_inputs.read(study, pair_id)

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from dreamsolo.sampling import encode_latents
 from dreamsolo.models.position import PatchPosition, install
+from dreamsolo.sampling import encode_latents
 from dreamsolo.training.patches import PatchSpec, crop_patches, draw_boxes
 
 

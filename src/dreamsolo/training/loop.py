@@ -125,9 +125,9 @@ def train_step(s: Session, cfg: Train, step: int) -> dict[str, float]:
         latents, text = make_batch(s.cached, cfg.batch_size, s.scale, s.gen)
         with autocast(cfg, s.dev):
             parts = dreambooth_loss(s.unet, s.noise_scheduler, latents, text, s.groups, s.gen, rows=s.rows)
-        if s.cached.position is not None:  # the boxes were this batch's: evaluations and samples see the whole grid
-            s.cached.position.boxes = None
         s.scaler.scale(parts["loss"] / cfg.grad_accum).backward()
+        if s.cached.position is not None:  # this batch's boxes (after backward: gradient checkpointing reruns
+            s.cached.position.boxes = None  # the forward there); evaluations and samples see the whole grid
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v.item() / cfg.grad_accum
     if s.world.size > 1:  # every rank sees the same numbers (and stops on the same non-finite loss)

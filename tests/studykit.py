@@ -18,7 +18,8 @@ E2E_CLASSES = ["cat", "grass", "brick"]
 COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools", "data/base",
         "data/evaluators",  # the toy preset's trained CLIP and DINO (evaluate depends on them)
         "fingerprints",  # the code stage's outputs (tools/code_deps.py)
-        "reports/arms/README.md", "data/samples_arms/README.md"]  # the READMEs keep folders `report` depends on
+        "reports/arms/README.md", "data/samples_arms/README.md",  # the READMEs keep folders `report` depends on
+        "reports/sweeps/lr_steps_all/README.md", "reports/sweeps/prior_weight/README.md"]
 
 # Few steps and images on the random `tiny` preset: these tests check plumbing and bookkeeping, not
 # image quality (the method itself is tested on `toy`: tests/test_method.py).

@@ -134,7 +134,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict[st
 
 def test_every_declared_output_is_written(study):
     root, _, out = study
-    expected = {"pairs_csv", "pairs_md", "report_md", "metrics_json", "checks_json", "index_html",
+    expected = {"pairs_csv", "pairs_md", "report_md", "findings_md", "metrics_json", "checks_json", "index_html",
                 "plot_metrics", "plot_loss", "plot_kinds", *(f"grid_{p}" for p in PAIRS),
                 *(f"gridbase_{p}" for p in PAIRS), "compare_clip_t", "compare_lpips_instance", "compare_lpips_scene"}
     assert set(out) == expected

@@ -150,6 +150,13 @@ def test_a_sweep_runs_one_experiment_per_point_and_the_report_reads_them(swept):
             assert math.isclose(row[f"{col}_std"], exp[f"{key}.std"], rel_tol=1e-9), (row["point"], col)
     # the points differ where they should: Stage II's lr changes what the <S> prompt draws
     assert df["lpips_instance"].nunique() > 1
+    # samples.csv (the findings page's bootstrap): one row per point, pair and seed, whose means are results.csv's
+    samples = pd.read_csv(root / "reports/sweeps/t/samples.csv")
+    assert len(samples) == len(df) * samples["seed"].nunique() and samples["seed"].nunique() >= 2
+    means = samples.groupby(["point", "pair"])[["lpips_instance", "class_drift"]].mean()
+    for _, row in df.iterrows():
+        for col in ("lpips_instance", "class_drift"):
+            assert math.isclose(means.loc[(row["point"], row["pair"]), col], row[col], rel_tol=1e-9), (row["point"], col)
     page = (root / "reports/sweeps/t/index.html").read_text()
     assert "by_category block" in page and "random evaluators" in page and "metrics_vs_lr.png" in page
     assert (root / "reports/sweeps/t/tradeoff.png").stat().st_size > 5000

@@ -156,7 +156,7 @@ class Tracking:
     sweep_point: str | None = None
 
 
-ARMS = ("two_stage", "joint", "composite", "masked", "lora_merge")
+ARMS = ("two_stage", "joint", "composite", "masked", "lora_merge", "sine")
 """The arms a study can run beside its method (two stages, Stage II with scene replay) and the floor."""
 
 
@@ -178,6 +178,18 @@ class Merge:
 
 
 @dataclass(frozen=True)
+class Sine:
+    min_crop: float = 0.1  # a patch's side, per axis, as a share of the photo: uniform in [min_crop, max_crop]
+    max_crop: float = 1.0
+    patches: int = 64  # patches drawn (seeded) and encoded once; each step draws among them
+
+    def validate(self, where: str) -> None:
+        positive(where, min_crop=self.min_crop, patches=self.patches)
+        if not self.min_crop <= self.max_crop <= 1.0:
+            raise ParamsError(f"{where}: need min_crop <= max_crop <= 1, got {self.min_crop}, {self.max_crop}")
+
+
+@dataclass(frozen=True)
 class Arms:
     """`arms`: which methods run beside the study's own (their stages: train_arm/sample_arm/evaluate_arm)."""
 
@@ -187,6 +199,7 @@ class Arms:
     composite: Composite = field(default_factory=Composite)
     masked: dict = field(default_factory=dict)
     lora_merge: Merge = field(default_factory=Merge)
+    sine: Sine = field(default_factory=Sine)
 
     def validate(self, where: str) -> None:
         from dreamsolo.strict import suggest

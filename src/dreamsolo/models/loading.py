@@ -63,11 +63,14 @@ def load_pipeline(folder: Path, dtype: torch.dtype = torch.float32):
     """
     from diffusers import StableDiffusionPipeline
 
+    from dreamsolo.models.position import restore
+
     if read_info(folder)["method"] == "lora":
         pipe = load_pipeline(lora_base(folder), dtype)
         pipe.load_lora_weights(folder, weight_name=LORA_FILE)
         pipe.fuse_lora()  # plain weights: faster sampling; training on top starts from exactly this
         pipe.unload_lora_weights()
+        restore(pipe, folder)  # the sine arm's position grid, where the folder was trained with it
         return pipe
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder}: not a diffusers model folder (run the stage that writes it)")
@@ -77,6 +80,7 @@ def load_pipeline(folder: Path, dtype: torch.dtype = torch.float32):
         local_files_only=True,
     )
     pipe.set_progress_bar_config(disable=True)  # our own bars count images, not denoising steps
+    restore(pipe, folder)
     return pipe.to(dtype=dtype) if dtype != torch.float32 else pipe
 
 

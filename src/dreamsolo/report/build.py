@@ -1,6 +1,6 @@
 """The study report: tables (csv/md), DVC metrics JSON, plots and a static HTML page under reports/.
 
-Writes reports/{metrics.json, checks.json, pairs.csv, pairs.md, report.md, index.html}, reports/plots/*.png
+Writes reports/{metrics.json, checks.json, pairs.csv, pairs.md, report.md, findings.md, index.html}, reports/plots/*.png
 (metrics, loss, kinds), reports/grids/<pair>.png and reports/grids/base/<pair>.png (the sample grids of
 the fine-tuned and of the base model) and reports/compare/<metric>.csv (DVC plots: fine-tuned and base
 bar per pair). Every pair carries the floor (the base model on the same prompts and seeds), so every
@@ -26,7 +26,7 @@ from dreamsolo.layout import arm_samples_dir, check_id, prepared_dir, samples_di
 from dreamsolo.metrics import EVALUATOR_OF
 from dreamsolo.metrics.pair_result import PairResult
 from dreamsolo import grids
-from dreamsolo.report import arms, checks_table, floor, html, plots, tables
+from dreamsolo.report import arms, checks_table, findings, floor, html, plots, tables
 from dreamsolo.report.tables import LABELS, METRICS, REFERENCE_LABEL, REFERENCE_NOTE, REFERENCE, fmt
 
 PLOT_FILES = {"plot_metrics": "metrics.png", "plot_loss": "loss.png", "plot_kinds": "kinds.png"}
@@ -59,6 +59,7 @@ class _Study:
     checks: dict  # report.checks_table.compute(): the method's claims per pair, paired by seed
     checks_random: list[str]  # the checks' metrics whose evaluator was randomly initialised
     arms: dict | None = None  # report.arms.compute(): the arms against the method, when the study ran any
+    findings: dict | None = None  # report.findings.compute(): the seed study's claims, tested
 
 
 def build_report(root: Path, results: list[PairResult], study_summary: dict, arm_names: tuple[str, ...] = (),
@@ -71,6 +72,7 @@ def build_report(root: Path, results: list[PairResult], study_summary: dict, arm
         block = arms.compute(root, list(arm_names), s.per_sample, s.per_sample_base, [r.pair for r in results],
                              method_name, random)
         s = dataclasses.replace(s, arms=block)
+    s = dataclasses.replace(s, findings=findings.compute(root, results, s.per_sample, s.per_sample_base))
     reports = root / "reports"
     out = _write_numbers(reports, s)
     out.update(_write_plots(root, reports, s))
@@ -113,6 +115,7 @@ def _write_numbers(reports: Path, s: _Study) -> dict[str, Path]:
     metrics.update(floor.metrics_json_blocks(s.results, s.summary))
     if s.arms:
         metrics["arms"] = s.arms
+    metrics["findings"] = s.findings
     write_json(out["metrics_json"], metrics)
     return out
 
@@ -166,7 +169,8 @@ def _write_markdown(reports: Path, s: _Study) -> dict[str, Path]:
     md_table = tables.to_markdown(md_study, "pair")
     categories = floor.interleave(s.categories, s.floors["categories_floor"])
     kinds = floor.interleave(s.kinds, s.floors["kinds_floor"])
-    out = {"pairs_md": reports / "pairs.md", "report_md": reports / "report.md"}
+    out = {"pairs_md": reports / "pairs.md", "report_md": reports / "report.md",
+           "findings_md": findings.write(reports, s.findings, s.warning)}
     _write_text(out["pairs_md"], _pairs_md(md_table, s.warning) + f"{floor.BASE_NOTE}.\n")
     checks_md = checks_table.markdown(s.checks, s.checks_random) + (f"\n{arms.markdown(s.arms)}" if s.arms else "")
     _write_text(out["report_md"], _report_md(md_table, categories, kinds, s.results, s.warning, checks_md))
@@ -181,6 +185,7 @@ def _write_page(reports: Path, s: _Study, prompts: dict[str, Prompts]) -> Path:
         pairs=[html.PairSection(r.pair, r.category, f"grids/{r.pair}.png", _base_grid(r.pair), _pair_summary(r),
                                 prompts[r.pair]) for r in s.results],
         checks_html=checks_table.html_table(s.checks, s.checks_random) + (arms.html_section(s.arms) if s.arms else ""),
+        findings_html=findings.html_section(s.findings),
         **s.floors,
     )
     text = html.render(page)

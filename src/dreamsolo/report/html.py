@@ -82,6 +82,7 @@ class Page:
     title: str = "dreamsolo study report"
     checks_html: str = ""  # report.method.html_table(): the method checks, rendered
     evaluators: str = ""  # report.tables.evaluators_text(): the networks behind the numbers
+    findings_html: str = ""  # report.findings.html_section(): the seed study's claims and verdicts
 
 
 def render(page: Page) -> str:
@@ -91,10 +92,12 @@ def render(page: Page) -> str:
         '<p class="sub">Single-image scene + instance personalization (DreamBooth-style, two stages).</p>',
         _banner(page.warning),
         f'<p class="sub">{escape(page.evaluators)}</p>' if page.evaluators else "",
-        '<nav><a href="#study">Study table</a><a href="#checks">Method checks</a>'
+        '<nav>' + ('<a href="#findings">Findings</a>' if page.findings_html else "")
+        + '<a href="#study">Study table</a><a href="#checks">Method checks</a>'
         + ('<a href="#arms">Arms</a>' if 'id="arms"' in page.checks_html else "")
         + '<a href="#categories">Categories</a>'
         '<a href="#kinds">Prompt kinds</a><a href="#plots">Plots</a><a href="#samples">Samples</a></nav>',
+        page.findings_html,
         '<h2 id="study">Study: pairs × metrics <span class="tag">mean ± std over samples</span></h2>',
         _study_table(page.study, page.overall, page.study_floor, page.overall_floor),
         f'<p class="note">Reference row: {escape(REFERENCE_LABEL)} — {escape(REFERENCE_NOTE)}. '

@@ -12,7 +12,7 @@ def run(study: Study, _item: str | None = None) -> dict:
 
     from dreamsolo import tracking
     from dreamsolo.metrics.aggregate import study_summary
-    from dreamsolo.report import arms, build_report
+    from dreamsolo.report import arms, build_report, findings
     from dreamsolo.report.tables import read_results
 
     results = read_results(study.root, list(study.pairs))  # typed; refuses a pair JSON without the floor
@@ -24,6 +24,8 @@ def run(study: Study, _item: str | None = None) -> dict:
         run_.table(table, "pairs_table.json")  # the eight-pair LPIPS / CLIP-T (and every other metric) table
         metrics = json.loads(paths["metrics_json"].read_text())
         run_.metrics(report_metrics(metrics) | check_metrics(json.loads(paths["checks_json"].read_text())))
+        run_.metrics(findings.mlflow_metrics(metrics["findings"]))  # the same numbers as findings.md
+        run_.tags(findings.mlflow_tags(metrics["findings"]))
         if "arms" in metrics:  # the arms against the method: the same numbers as metrics.json's `arms`
             run_.metrics(arms.mlflow_metrics(metrics["arms"]))
             head, *rows = arms.delta_rows(metrics["arms"])

@@ -8,6 +8,7 @@ models/<pair>/arms/<arm>/ and sampled and scored like the method's Stage II.
 | masked | Stage I | as the method, the instance term weighted by the instance mask |
 | joint | the base | both photos at once, each with its identifier prompt and class priors |
 | lora_merge | the base | the instance (replay off); then merged with Stage I by a weighted sum |
+| sine | Stage I | as the method, the instance term on random patches of the photo with their place (SINE) |
 
 Every arm uses the pair's merged `train_instance` settings, so the comparison changes one thing at a time."""
 
@@ -48,12 +49,20 @@ def _stage_one_steps(study: Study, pair_id: str) -> int:
     return int(json.loads(meta.read_text())["steps"])
 
 
+def _latent_size(study: Study) -> int:
+    """The latent side at the study's resolution: the VAE halves it once per block after the first."""
+    vae = json.loads((base_dir(study.root, study.preset_name) / "vae" / "config.json").read_text())
+    return study.preset.resolution // 2 ** (len(vae["block_out_channels"]) - 1)
+
+
 def arm_setup(study: Study, pair_id: str, arm: str, scratch: Path):
     """(StageInputs, Train) of one arm; `scratch` holds what is made on the way (the composite)."""
     from PIL import Image
 
     from dreamsolo.masks import composite
+    from dreamsolo.models.position import write_marker
     from dreamsolo.training.inputs import StageInputs
+    from dreamsolo.training.patches import PatchSpec
 
     prompts, _ = arm_inputs.read(study, pair_id)
     cfg = study.train(pair_id, "train_instance")
@@ -76,6 +85,10 @@ def arm_setup(study: Study, pair_id: str, arm: str, scratch: Path):
         return StageInputs(**as_method, composite_image=scratch / "composite.png", composite_prompt=prompts["composed"],
                            composite_weight=study.arms.composite.weight, keep=(scratch / "composite.png",),
                            **common), cfg
+    if arm == "sine":  # as the method, the instance term on random patches, each with its place (training.patches)
+        w, grid = study.arms.sine, 2 * _latent_size(study)  # SINE: 128 cells for 64 x 64 latents
+        return StageInputs(**as_method, patches=PatchSpec(w.min_crop, w.max_crop, w.patches, grid),
+                           keep=(write_marker(scratch, grid),), **common), cfg
     base = base_dir(study.root, study.preset_name)
     if arm == "joint":
         steps = _stage_one_steps(study, pair_id) + cfg.steps

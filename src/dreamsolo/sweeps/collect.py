@@ -7,6 +7,7 @@ point whose stages all came from the run cache has them too, while it logged no 
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 from dataclasses import dataclass
@@ -88,6 +89,37 @@ def _rows_of(root: Path, rev: str, sweep: Sweep, point: str, label: str) -> list
             row[f"{m.name}_random"] = m.evaluator in random
         rows.append(row)
     return rows
+
+
+# Per seed (the mean over the prompts of the kind): the findings page's bootstrap over pairs and seeds
+# (metrics.claims) needs the seeds, which results.csv's means and stds do not keep.
+SAMPLE_OUTCOMES = {"lpips_instance": ("instance", "lpips_instance"), "class_drift": ("class_instance", "lpips_base"),
+                   "scene_kept": ("scene", "lpips_scene"), "composed_instance": ("composed", "lpips_instance")}
+
+
+def _samples_of(root: Path, rev: str, sweep: Sweep, point: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for pair in sweep.pairs:
+        data = json.loads(_show(root, rev, f"reports/pairs/{pair}.json"))
+        df = pd.read_csv(io.StringIO(_show(root, rev, f"reports/pairs/{pair}.csv")))
+        per_seed = {name: df[df["kind"] == kind].groupby("seed")[col].mean()
+                    for name, (kind, col) in SAMPLE_OUTCOMES.items() if col in df.columns}
+        random = ",".join(data.get("random_metrics") or [])
+        for seed in sorted(set().union(*(s.index for s in per_seed.values()))):
+            rows.append({"point": point, "pair": pair, "category": data["category"], "seed": int(seed), **settings,
+                         **{k: float(v.get(seed, float("nan"))) for k, v in per_seed.items()},
+                         "random_metrics": random})
+    return rows
+
+
+def collect_samples(root: Path, sweep: Sweep) -> pd.DataFrame:
+    """One row per (point, pair, seed) of every finished point and the baseline: samples.csv."""
+    revs = experiment_revs(root)
+    rows = []
+    for point, rev in [("baseline", "HEAD"), *((p.name, revs[p.name]) for p in sweep.points if p.name in revs)]:
+        params = load_yaml_text(_show(root, rev, "params.yaml"))
+        rows += _samples_of(root, rev, sweep, point, {k: get_key(params, k)[1] for k in sweep.keys})
+    return pd.DataFrame(rows)
 
 
 def collect(root: Path, sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:

@@ -12,7 +12,7 @@ import pandas as pd
 from dreamsolo.files import atomic_dir
 from dreamsolo.strict import read_yaml
 from dreamsolo.sweeps import curves
-from dreamsolo.sweeps.collect import METRICS, collect
+from dreamsolo.sweeps.collect import METRICS, collect, collect_samples
 from dreamsolo.sweeps.spec import Sweep
 from dreamsolo.sweeps.summary import (best, by_category, category_block, directions, rule_text, study_wide,
                                       table_rows)
@@ -125,6 +125,7 @@ def write_report(root: Path, sweep: Sweep, log: bool = True) -> Path:
         (tmp / "index.md").write_text(_markdown(title, sections))
         (tmp / "index.html").write_text(_html(title, sections))
         df.to_csv(tmp / "results.csv", index=False)
+        collect_samples(root, sweep).to_csv(tmp / "samples.csv", index=False)  # per seed: the findings page
         (tmp / "best.json").write_text(json.dumps({"rule": rule_text(sweep), **chosen, "missing": missing},
                                                   indent=2, default=str) + "\n")
         (tmp / "by_category.yaml").write_text(block)

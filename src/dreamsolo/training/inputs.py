@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from dreamsolo.models.position import PatchPosition, install
 from dreamsolo.sampling import encode_latents
+from dreamsolo.training.patches import PatchSpec, crop_patches, draw_boxes
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class StageInputs:
     composite_weight: float = 0.0
     mask: Path | None = None  # L image at the photo's size: the instance loss is weighted by it
     keep: tuple[Path, ...] = ()  # files copied into the written folder (what the arm learned from)
+    patches: PatchSpec | None = None  # the sine arm: the instance term learns random patches of the photo
 
     def files(self) -> list[Path]:
         """Every input file, for the resume fingerprint."""
@@ -51,6 +54,8 @@ class Cached:
     replay_prior: dict[str, torch.Tensor] | None = None
     mask: torch.Tensor | None = None  # (1, 1, h, w) weights at latent resolution
     rows: dict[str, int] = field(default_factory=lambda: {"instance": 0, "prior": 1})  # block -> row of `text`
+    patches: dict[str, torch.Tensor] | None = None  # the sine arm: mean, std (n, c, h, w) and boxes (n, 4)
+    position: PatchPosition | None = None  # its hook on the UNet: make_batch sets each row's box
 
 
 def cache_inputs(pipe, inp: StageInputs, dev: torch.device) -> Cached:
@@ -76,8 +81,24 @@ def cache_inputs(pipe, inp: StageInputs, dev: torch.device) -> Cached:
         text = pipe.text_encoder(ids)[0].float()
     move = lambda d: {k: v.to(dev) for k, v in d.items()} if d is not None else None  # noqa: E731
     mask = _latent_mask(inp.mask, image["mean"].shape[-2:], dev) if inp.mask is not None else None
-    return Cached(move(image), move(prior), move(blocks.get("replay")), text, ids, move(blocks.get("composite")),
-                  move(blocks.get("replay_prior")), mask, rows)
+    cached = Cached(move(image), move(prior), move(blocks.get("replay")), text, ids, move(blocks.get("composite")),
+                    move(blocks.get("replay_prior")), mask, rows)
+    if inp.patches is not None:
+        cached.patches, cached.position = _patches(pipe, inp, image["mean"].shape[-1], dev)
+    return cached
+
+
+def _patches(pipe, inp: StageInputs, latent: int, dev: torch.device) -> tuple[dict[str, torch.Tensor], PatchPosition]:
+    """The sine arm's patches, drawn once (seeded), VAE-encoded like the photo, and the position hook on
+    the UNet; the grid is twice the latent size, as SINE's 128 cells for 64 x 64 latents."""
+    size = inp.patches.grid
+    if size != 2 * latent:
+        raise ValueError(f"patch grid {size} for {latent}-cell latents: expected {2 * latent}")
+    gen = torch.Generator().manual_seed(0)
+    boxes = draw_boxes(inp.patches, size, gen)
+    photo = Image.open(inp.image).convert("RGB")
+    enc = encode_latents(pipe.vae, crop_patches(photo, boxes, size))
+    return {"mean": enc["mean"].to(dev), "std": enc["std"].to(dev), "boxes": boxes}, install(pipe.unet, size)
 
 
 def _latent_mask(path: Path, size: torch.Size, dev: torch.device) -> torch.Tensor:
@@ -100,6 +121,12 @@ def make_batch(c: Cached, batch_size: int, scale: float, gen: torch.Generator) -
     prior_mean, prior_std = _draw_prior(c.prior, batch_size, gen)
     means = [c.image["mean"].expand(batch_size, -1, -1, -1), prior_mean]
     stds = [c.image["std"].expand(batch_size, -1, -1, -1), prior_std]
+    boxes = None
+    if c.patches is not None:  # the sine arm: the instance rows are patches, each with its box
+        idx = torch.randint(0, len(c.patches["boxes"]), (batch_size,), generator=gen, device=gen.device).cpu()
+        on = idx.to(c.patches["mean"].device)
+        means[0], stds[0] = c.patches["mean"][on], c.patches["std"][on]
+        boxes = c.patches["boxes"][idx]
     texts = [c.text[0:1].expand(batch_size, -1, -1), c.text[1:2].expand(batch_size, -1, -1)]
     for name, block in (("replay", c.replay), ("composite", c.composite)):
         if block is not None:
@@ -112,5 +139,8 @@ def make_batch(c: Cached, batch_size: int, scale: float, gen: torch.Generator) -
         stds.append(s)
         texts.append(c.text[c.rows["replay_prior"]:c.rows["replay_prior"] + 1].expand(batch_size, -1, -1))
     mean, std = torch.cat(means), torch.cat(stds)
+    if c.position is not None:  # every other row shows the whole photo (SINE's reg rows: the full box)
+        rest = c.position.whole().expand(len(mean) - batch_size, -1)
+        c.position.boxes = torch.cat([boxes, rest]) if boxes is not None else None
     eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
     return (mean + std * eps) * scale, torch.cat(texts)

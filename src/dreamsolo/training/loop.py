@@ -81,6 +81,8 @@ def setup(inp: StageInputs, cfg: Train, desc: str = "train") -> Session:
     check_device(cfg, dev, desc)
     world = distributed.init(dev)
     distributed.check(cfg.batch_size, bool(cfg.eval_every), world, desc)
+    if inp.patches is not None and world.size > 1:  # the hook's boxes are the global batch's, not a rank's rows
+        raise UserError(f"{desc}: the sine arm trains in one process; unset DREAMSOLO_NPROC")
     torch.manual_seed(cfg.seed)
     pipe = load_pipeline(inp.init_dir).to(dev)
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
@@ -124,6 +126,8 @@ def train_step(s: Session, cfg: Train, step: int) -> dict[str, float]:
         with autocast(cfg, s.dev):
             parts = dreambooth_loss(s.unet, s.noise_scheduler, latents, text, s.groups, s.gen, rows=s.rows)
         s.scaler.scale(parts["loss"] / cfg.grad_accum).backward()
+        if s.cached.position is not None:  # this batch's boxes (after backward: gradient checkpointing reruns
+            s.cached.position.boxes = None  # the forward there); evaluations and samples see the whole grid
         for k, v in parts.items():
             sums[k] = sums.get(k, 0.0) + v.item() / cfg.grad_accum
     if s.world.size > 1:  # every rank sees the same numbers (and stops on the same non-finite loss)
@@ -166,7 +170,8 @@ def fingerprint(inp: StageInputs, cfg: Train) -> str:
 def _arm_fields(inp: StageInputs) -> dict:
     """The arms' extra settings, only where set: the method's fingerprints stay what they were."""
     extra = {"replay_prior": inp.replay_prior_prompt, "composite": inp.composite_prompt,
-             "composite_weight": inp.composite_weight or None, "masked": inp.mask is not None or None}
+             "composite_weight": inp.composite_weight or None, "masked": inp.mask is not None or None,
+             "patches": dataclasses.asdict(inp.patches) if inp.patches else None}
     return {k: v for k, v in extra.items() if v is not None}
 
 

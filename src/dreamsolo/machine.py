@@ -55,3 +55,19 @@ def check_runnable(study: Study, cuda: bool | None = None, item: str | None = No
     w = wants[0]
     reach = w.items[0] + (f" and {len(w.items) - 1} more stage(s)" if len(w.items) > 1 else "")
     raise ParamsError(f"{w.key}: {w.why}, and torch sees no GPU on this machine; {w.fix} (used by {reach})")
+
+
+def record(device: str) -> dict:
+    """What about this machine still shapes a stage's bytes once params.yaml is fixed (issue 26, point 7),
+    written beside the result (sampling.json, the priors' manifest.json, train_meta.json), so dvc.lock's
+    hash of the output changes with it: the torch build, the device kind, and on a CPU the instruction set
+    torch's kernels dispatch to (AVX2 and AVX-512 sum in different orders: bench/machine_bytes.py). On
+    CUDA the GPU's name. Nothing that leaves the bytes alone (core ids, host name, load) is in it."""
+    import torch
+
+    out = {"torch": torch.__version__, "device": device.split(":")[0]}
+    if out["device"] == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    else:
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return out

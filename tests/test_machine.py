@@ -2,7 +2,7 @@
 results, and how far a rerun's metrics may move (docs/DESIGN.md, "The same study on another machine", states TOLERANCE).
 
 Mutations tried:
-- `machine.record` without `cpu_capability`: test_the_record_names_what_shapes_the_bytes fails.
+- `machine.record` without `cpu_capability` or `threads`: test_the_record_names_what_shapes_the_bytes fails.
 - TOLERANCE at a tenth of its value fails test_a_rerun_elsewhere_moves_the_metrics_within_the_tolerance
   (the two runs differ; see the figures in its assertion message); and the run with the same settings on
   both sides (`OTHER` = {}) fails its "something differed" assertion, so the comparison is not vacuous.
@@ -26,8 +26,10 @@ def test_the_record_names_what_shapes_the_bytes():
     from dreamsolo.machine import record
 
     rec = record("cpu")
-    assert rec == {"torch": torch.__version__, "device": "cpu",
+    assert rec == {"torch": torch.__version__, "device": "cpu", "threads": torch.get_num_threads(),
                    "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    with torch_threads(1):
+        assert record("cpu")["threads"] == 1
     assert json.dumps(rec)  # it goes into sampling.json, the priors' manifest.json and train_meta.json
 
 

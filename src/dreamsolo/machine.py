@@ -60,14 +60,16 @@ def check_runnable(study: Study, cuda: bool | None = None, item: str | None = No
 def record(device: str) -> dict:
     """What about this machine still shapes a stage's bytes once params.yaml is fixed (issue 26, point 7),
     written beside the result (sampling.json, the priors' manifest.json, train_meta.json), so dvc.lock's
-    hash of the output changes with it: the torch build, the device kind, and on a CPU the instruction set
-    torch's kernels dispatch to (AVX2 and AVX-512 sum in different orders: bench/machine_bytes.py). On
-    CUDA the GPU's name. Nothing that leaves the bytes alone (core ids, host name, load) is in it."""
+    hash of the output changes with it: the torch build and the device kind; on a CPU the instruction set
+    torch's kernels dispatch to and torch's thread count (AVX2 against AVX-512, or 1 thread against 2,
+    flip single grey levels in a few images: bench/machine_bytes.py); on CUDA the GPU's name. What leaves
+    the bytes alone (core ids, host name, load) is not in it."""
     import torch
 
-    out = {"torch": torch.__version__, "device": device.split(":")[0]}
+    out: dict = {"torch": torch.__version__, "device": device.split(":")[0]}
     if out["device"] == "cuda":
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     else:
         out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        out["threads"] = torch.get_num_threads()
     return out

@@ -9,8 +9,9 @@ Where each case stops (docs/bad-input.md, "params.yaml: refused before any outpu
 
 Mutations tried, each failing the tests named:
 - check_runnable not called in `checked_study` (cli.py): test_each_refusal_is_one_line_of_ours[fp16-*].
-- check_runnable not called in check_params (tools/code_deps.py): the e2e test's plain-dvc fp16 case
-  (train_scene ran, removed models/cat_grass/scene, and refused there).
+- check_runnable not called in check_params (tools/code_deps.py): tests/test_code_deps.py's
+  test_a_setting_this_machine_cannot_run_stops_the_fingerprints (run), and this file's e2e test, whose
+  plain-dvc fp16 case then runs train_scene, which removes models/cat_grass/scene before refusing.
 - the training key named by the merged stage (`train_scene (pair cat_grass, ...)`) instead of `written_at`:
   test_fp16_is_named_where_it_was_written.
 - `_check_id` without the section prefix (the old check_id message): [empty-id], [space-id].

@@ -1,11 +1,13 @@
 """The same study on another machine (issue 26, point 7): what of the machine is recorded beside the
-results, and how far a rerun's metrics may move (docs/DESIGN.md, "The same study on another machine", states TOLERANCE).
+results, and how far a rerun's metrics may move (TOLERANCE, stated in docs/DESIGN.md, "The same study on
+another machine").
 
 Mutations tried:
 - `machine.record` without `cpu_capability` or `threads`: test_the_record_names_what_shapes_the_bytes fails.
-- TOLERANCE at a tenth of its value fails test_a_rerun_elsewhere_moves_the_metrics_within_the_tolerance
-  (the two runs differ; see the figures in its assertion message); and the run with the same settings on
-  both sides (`OTHER` = {}) fails its "something differed" assertion, so the comparison is not vacuous.
+- TOLERANCE = 0.0005 fails test_a_rerun_elsewhere_moves_the_metrics_within_the_tolerance (read off its run,
+  not rerun: the test takes 9 minutes on the shared box): the largest move measured was 0.00094 (delta.div; median over the 20-odd numbers 0.00015), 2026-12-03 on the
+  2-core box; TOLERANCE = 0.01 leaves a 10x margin, and covers the 0.002 issue 26 saw on the toy study's
+  checks between bf16 and fp32. Its "did not differ" assertion keeps the comparison from being vacuous.
 """
 
 from __future__ import annotations

@@ -119,6 +119,24 @@ def test_a_bad_params_file_stops_the_fingerprints(code_deps, repo_copy, capsys):
     assert fingerprints(repo_copy) == before
 
 
+def test_a_setting_this_machine_cannot_run_stops_the_fingerprints(code_deps, repo_copy, capsys, monkeypatch):
+    """fp16 without a GPU is refused by the code stage, named as written, before a training stage's outputs
+    are removed (issue 26). Mutation tried: check_params without check_runnable fails this test."""
+    from dreamsolo import machine
+
+    monkeypatch.setattr(machine, "cuda_available", lambda: False)
+    code_deps.main(["--fingerprint"])
+    before = fingerprints(repo_copy)
+    text = (repo_copy / "params.yaml").read_text()
+    assert "  mixed_precision: fp32 " in text
+    (repo_copy / "params.yaml").write_text(text.replace("  mixed_precision: fp32 ", "  mixed_precision: fp16 ", 1))
+    assert code_deps.main(["--fingerprint"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: params.yaml: train.mixed_precision: fp16 autocast is for CUDA GPUs") and \
+        err.count("\n") == 1, err
+    assert fingerprints(repo_copy) == before
+
+
 def test_type_checking_imports_do_not_count(code_deps, tmp_path):
     import ast
 

@@ -170,6 +170,7 @@ def test_unknown_class_reference(tmp_path):
     assert "did you mean 'grass'?" in msg
     msg = error_of(tmp_path, {"pairs.cat_grass.instance_class": "kitten"})
     assert msg.startswith("pairs.cat_grass.instance_class: 'kitten' is not a key of `classes`"), msg
+    assert msg.endswith("or add `kitten: <noun>` under classes"), msg  # what to do (issue 26)
 
 
 def test_class_noun_must_be_text(tmp_path):
@@ -185,7 +186,8 @@ def test_pair_ids_must_be_safe_folder_names(tmp_path, bad):
     with pytest.raises(ValueError) as err:
         load_study(tmp_path)
     msg = str(err.value)
-    assert msg.startswith(f"pair id {bad!r} is not a safe folder name") and "\n" not in msg, msg
+    assert msg.startswith(f"pairs: pair id {bad!r} is not a safe folder name") and "\n" not in msg, msg
+    assert msg.endswith("; rename it (and its folder under data/pairs/)"), msg  # issue 26: the key and the fix
 
 
 @pytest.mark.parametrize("bad", ["../cat", "c a t"])
@@ -193,7 +195,7 @@ def test_class_ids_must_be_safe_folder_names(tmp_path, bad):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["classes"][bad] = "cat"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    with pytest.raises(ValueError, match=r"^class id .* is not a safe folder name"):
+    with pytest.raises(ValueError, match=r"^classes: class id .* is not a safe folder name.*; rename it$"):
         load_study(tmp_path)
 
 

@@ -13,10 +13,13 @@ from dreamsolo.config import ParamsError
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
 
-@pytest.mark.parametrize("native, expected", [(True, torch.bfloat16), (False, torch.float32)])
-def test_auto_on_cpu_follows_native_bf16(monkeypatch, native, expected):
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_on_cpu_is_fp32_whatever_the_cpu(monkeypatch, native):
+    """The default's dtype is a function of params.yaml, not of the CPU model (issue 26, point 7).
+    Mutation tried: `auto` -> bf16 where native_bf16_cpu() (the old rule) fails the native case."""
     monkeypatch.setattr(sampling, "native_bf16_cpu", lambda: native)
-    assert sampling.sampling_dtype("auto", CPU, "sample") == expected
+    assert sampling.sampling_dtype("auto", CPU, "sample") == torch.float32
+    assert sampling.sampling_dtype("bf16", CPU, "sample") == torch.bfloat16  # still there when asked for
 
 
 def test_auto_on_cuda_is_fp16_and_explicit_values_are_kept():

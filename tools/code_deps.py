@@ -237,9 +237,10 @@ def check_params() -> bool:
     sys.path.insert(0, str(REPO / "src"))
     from dreamsolo.config import load_study
     from dreamsolo.errors import USER_ERRORS
+    from dreamsolo.machine import check_runnable
 
-    try:
-        load_study(REPO)
+    try:  # and what this machine cannot run (fp16 without a GPU): torch is imported only for such a setting
+        check_runnable(load_study(REPO))
     except USER_ERRORS as err:
         text = str(err)
         print(f"error: {text if text.startswith('params.yaml') else 'params.yaml: ' + text} "

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     r = sub.add_parser("repro", help="dvc repro of the study, N pairs at a time, each stage on its own device")
     r.add_argument("-j", "--jobs", type=int, default=1, help="pairs at a time (default 1)")
     r.add_argument("-f", "--force", action="store_true", help="rerun every stage, as dvc repro -f")
+    sub.add_parser("check", help="check params.yaml and what this machine can run, as `dvc repro` would first "
+                   "(one line per refusal; for plain `dvc repro`, whose own parse errors come first)")
     u = sub.add_parser("ui", help="mlflow ui on the study's store, and the link to its runs view")
     u.add_argument("--host", default="127.0.0.1", help="127.0.0.1 (default): this machine only")
     u.add_argument("--port", type=int, default=5000)
@@ -34,11 +36,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "ui":
         _ui(args)
         return
+    if args.cmd == "check":
+        with one_line_errors("dreamsolo check", name_in_errors=False):
+            study = checked_study()
+        print(f"params.yaml: ok ({len(study.pairs)} pairs, {len(study.classes)} classes, preset {study.preset_name})")
+        return
     if args.cmd == "repro":
         with one_line_errors("dreamsolo repro", name_in_errors=False):
             from dreamsolo.parallel import repro
 
-            study = load_study(repo_root())
+            study = checked_study()  # before DVC parses dvc.yaml: its ${...} errors would come first otherwise
             repro(study.root, list(study.pairs), args.jobs, args.force)
         return
     if args.cmd == "sweep":
@@ -52,6 +59,16 @@ def main(argv: list[str] | None = None) -> None:
         paths = adhoc(study, args.pair, args.prompt, n=args.n, seed=args.seed, stage=args.stage, out=args.out)
     for path in paths:  # stdout: the files, one per line (the prompt used is in adhoc.json beside them)
         print(path)
+
+
+def checked_study():
+    """params.yaml loaded and checked, and refused where this machine cannot run it: what the `code` stage
+    checks, but before DVC resolves dvc.yaml (an empty pair id or an empty file stops DVC there, in its words)."""
+    from dreamsolo.machine import check_runnable
+
+    study = load_study(repo_root())
+    check_runnable(study)
+    return study
 
 
 def _ui(args: argparse.Namespace) -> None:

@@ -35,11 +35,10 @@ def native_bf16_cpu() -> bool:
 
 def sampling_dtype(precision: str, dev: torch.device, where: str) -> torch.dtype:
     """The dtype the sampling models run in. `auto`: fp16 on CUDA (as the reference script's class-image
-    generation), bf16 on a CPU with native bf16 (~1.5x the fp32 UNet here), fp32 otherwise."""
+    generation; every CUDA GPU has it), fp32 on a CPU. Not bf16 where the CPU happens to have native bf16:
+    then the committed study's bytes followed the CPU model, not params.yaml (issue 26); `bf16` asks for it."""
     if precision == "auto":
-        if dev.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if dev.type == "cpu" and native_bf16_cpu() else torch.float32
+        return torch.float16 if dev.type == "cuda" else torch.float32
     if precision == "fp16" and dev.type != "cuda":
         raise ParamsError(f"{where}.precision: fp16 is for CUDA GPUs (CPU fp16 kernels are slow or missing); "
                           f"use bf16 or fp32 on {dev}")

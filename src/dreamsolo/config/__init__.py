@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dreamsolo.config.sections import (ARMS, CATEGORIES, Arms, Dtype, Evaluate, Pair, Precision, Prepare, Preset, Prompts,
                                        Sampling, Tracking)
-from dreamsolo.config.train import Train, merge_train
+from dreamsolo.config.train import Train, merge_train, written_at
 from dreamsolo.layout import TrainStage, check_id
 from dreamsolo.strict import ParamsError, build, read_yaml, suggest
 
@@ -53,6 +53,10 @@ class Study:
         self.pair(pair_id)
         return self.trains[(pair_id, stage)]
 
+    def written_at(self, pair_id: str, stage: TrainStage, key: str) -> str:
+        """Where params.yaml sets the pair's merged training `key` (`train.mixed_precision`), for messages."""
+        return written_at(self.raw, pair_id, self.pairs[pair_id], stage, (self.preset_name, self.preset), key)
+
 
 def cap_steps(cfg: Sampling, cap: int | None) -> Sampling:
     """`cfg` with its denoising steps capped by the preset: what actually runs, so MLflow params,
@@ -69,6 +73,9 @@ def _read(path: Path) -> dict:
 
 
 def _check_sections(raw: object, path: Path) -> dict:
+    if not raw:  # DVC reads an empty file as {} and stops at dvc.yaml's first ${...}, in its own words
+        raise ParamsError(f"{path.name}: the file is empty (no params sections); restore it "
+                          f"(git checkout -- {path.name}) or write every section")
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections")
     for key in raw:
@@ -102,21 +109,32 @@ def _preset(raw: dict) -> tuple[str, Preset]:
 def _classes_and_pairs(raw: dict) -> tuple[dict[str, str], dict[str, Pair]]:
     classes = raw["classes"] or {}
     for cid, noun in classes.items():
-        check_id("class", cid)
+        _check_id("classes", "class", cid)
         if not isinstance(noun, str) or not noun.strip():
             raise ParamsError(f"classes.{cid}: expected a class noun, got {noun!r}")
     pairs = {}
     for pid, entry in (raw["pairs"] or {}).items():
-        check_id("pair", pid)
+        _check_id("pairs", "pair", pid)
         pair = build(Pair, entry, f"pairs.{pid}")
         for key in ("scene_class", "instance_class"):
             cid = getattr(pair, key)
             if cid not in classes:
-                raise ParamsError(f"pairs.{pid}.{key}: {cid!r} is not a key of `classes`{suggest(cid, classes)}")
+                raise ParamsError(f"pairs.{pid}.{key}: {cid!r} is not a key of `classes`{suggest(cid, classes)}; "
+                                  f"name one of {', '.join(classes) or '(none)'}, or add `{cid}: <noun>` under classes")
         pairs[pid] = pair
     if not pairs:
         raise ParamsError("pairs: the study needs at least one pair")
     return dict(classes), pairs
+
+
+def _check_id(section: str, kind: str, value: object) -> None:
+    """A pair or class id is a folder name and part of DVC stage names (`train_scene@<id>`): refused here,
+    with the section it sits in, before DVC meets it (an empty id is DVC's "unexpected error")."""
+    try:
+        check_id(kind, value)  # type: ignore[arg-type]
+    except ValueError as e:
+        folder = " (and its folder under data/pairs/)" if kind == "pair" else ""
+        raise ParamsError(f"{section}: {e}; rename it{folder}") from None
 
 
 def load_study(root: Path, params_file: str = "params.yaml") -> Study:

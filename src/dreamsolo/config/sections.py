@@ -12,7 +12,7 @@ from dreamsolo.strict import ParamsError, non_negative, positive
 CATEGORIES = ("object", "animal", "human")
 # One dtype vocabulary for training and sampling (torch dtypes: sampling.DTYPES)
 Dtype = Literal["fp32", "bf16", "fp16"]
-# dtype of the sampling models; auto = fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
+# dtype of the sampling models; auto = fp16 on CUDA, fp32 on a CPU (bf16 only when asked)
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 

@@ -93,6 +93,30 @@ def merge_train(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, preset: 
     """Merge train <- train_<stage>.defaults <- presets.<name>.<stage> <- by_category[category] <-
     pairs.<id>.<stage>, then cap the steps by the preset's train_steps; a bad value is blamed on the
     layer that set it."""
+    merged, origin = _merge(raw, pair_id, pair, stage, preset)
+    if stage == "train_scene" and "replay_weight" in merged:
+        raise ParamsError(f"{origin['replay_weight']}.replay_weight: scene replay only exists in "
+                          "train_instance (set it under train_instance)")
+    where = f"{stage} (pair {pair_id}, category {pair.category})"
+    if merged.get("mixed_precision") == "no":  # the old spelling: one dtype vocabulary now (fp32 | bf16 | fp16)
+        raise ParamsError(f"{origin['mixed_precision']}.mixed_precision: 'no' is now spelled 'fp32' "
+                          "(no mixed precision), as sample.precision spells it")
+    try:
+        cfg = build(Train, merged, where)
+    except ParamsError as e:  # name the layer that set the bad value, not the merged result
+        raise blame(e, where, origin, f"{stage} of pair {pair_id}, category {pair.category}") from None
+    cap = preset[1].train_steps
+    return cfg if cap is None or cfg.steps <= cap else dataclasses.replace(cfg, steps=cap)
+
+
+def written_at(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, preset: tuple[str, Preset], key: str) -> str:
+    """The dotted key where the pair's merged `key` was set, as the user wrote it (`train.mixed_precision`),
+    or `train.<key>` for a built-in default."""
+    return f"{_merge(raw, pair_id, pair, stage, preset)[1].get(key, 'train')}.{key}"
+
+
+def _merge(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, preset: tuple[str, Preset]) -> tuple[dict, dict]:
+    """(merged overrides, key -> the params layer that set it last); every layer's keys checked."""
     preset_name, preset_cfg = preset
     defaults, by_cat = _stage_section(raw, stage)
     known = [f.name for f in dataclasses.fields(Train)]
@@ -113,16 +137,4 @@ def merge_train(raw: dict, pair_id: str, pair: Pair, stage: TrainStage, preset: 
         if use:
             merged.update(layer)
             origin.update(dict.fromkeys(layer, where_layer))
-    if stage == "train_scene" and "replay_weight" in merged:
-        raise ParamsError(f"{origin['replay_weight']}.replay_weight: scene replay only exists in "
-                          "train_instance (set it under train_instance)")
-    where = f"{stage} (pair {pair_id}, category {pair.category})"
-    if merged.get("mixed_precision") == "no":  # the old spelling: one dtype vocabulary now (fp32 | bf16 | fp16)
-        raise ParamsError(f"{origin['mixed_precision']}.mixed_precision: 'no' is now spelled 'fp32' "
-                          "(no mixed precision), as sample.precision spells it")
-    try:
-        cfg = build(Train, merged, where)
-    except ParamsError as e:  # name the layer that set the bad value, not the merged result
-        raise blame(e, where, origin, f"{stage} of pair {pair_id}, category {pair.category}") from None
-    cap = preset_cfg.train_steps
-    return cfg if cap is None or cfg.steps <= cap else dataclasses.replace(cfg, steps=cap)
+    return merged, origin

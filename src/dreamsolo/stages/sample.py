@@ -52,7 +52,7 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path,
     """N images per prompt of the pair's prompt set from `weights`, in batches, plus manifest and grid."""
     from dreamsolo import tracking
     from dreamsolo.models.loading import device
-    from dreamsolo.sampling import dtype_name, load_for_sampling, sample_images, sampling_dtype, save_images
+    from dreamsolo.sampling import dtype_name, load_for_sampling, sample_images, sampling_dtype
 
     pair = study.pair(pair_id)
     cfg = study.sample
@@ -65,30 +65,43 @@ def _sample(study: Study, pair_id: str, stage: str, weights: Path, out: Path,
               "prompts": [r.prompt for r in rows]}
     if stage != "sample":
         params["weights"] = str(weights.relative_to(study.root))
-    with tracking.stage_run(study.root, stage, params, pair=pair_id, item=item) as run_, atomic_dir(out) as tmp:
+    with tracking.stage_run(study.root, stage, params, pair=pair_id, item=item) as run_:
         pipe = load_for_sampling(weights, dtype)
         images = sample_images(pipe, [r.prompt for r, _ in jobs], [s for _, s in jobs], cfg,
                                study.preset.resolution, f"{stage} {pair_id}")
-        files = save_images(images, tmp)
-        with open(tmp / "manifest.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(MANIFEST)
-            for name, (r, s) in zip(files, jobs):
-                w.writerow([name, r.kind, r.prompt, r.prompt_clean, s])
-        info = _sampling_info(study, weights, dtype_name(dtype), pipe)
-        (tmp / "sampling.json").write_text(json.dumps(info, indent=2) + "\n")
-        run_.tags({"weights": info["weights"], "dtype": info["dtype"]})
-        run_.artifact(tmp / "manifest.csv")
-        run_.artifact(tmp / "sampling.json")
-        grids.sheet(images, cols=cfg.num_images).save(tmp / "grid.png")
-        run_.artifact(tmp / "grid.png")  # one row per prompt, one column per seed (the UI previews it)
+        # the temporary folder only now: a kill -9 while sampling leaves none behind (issue 26: DVC's
+        # run-cache restore, which runs no stage, would never have removed it)
+        with atomic_dir(out) as tmp:
+            _write_samples(study, weights, pipe, images, jobs, tmp, cfg.num_images, dtype_name(dtype), run_)
     return out
 
 
+def _write_samples(study: Study, weights: Path, pipe, images, jobs, tmp: Path, cols: int, dtype: str, run_) -> None:
+    """The images, manifest, sampling.json and grid of one sampling, into the stage's temporary folder."""
+    from dreamsolo.sampling import save_images
+
+    files = save_images(images, tmp)
+    with open(tmp / "manifest.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(MANIFEST)
+        for name, (r, s) in zip(files, jobs):
+            w.writerow([name, r.kind, r.prompt, r.prompt_clean, s])
+    info = _sampling_info(study, weights, dtype, pipe)
+    (tmp / "sampling.json").write_text(json.dumps(info, indent=2) + "\n")
+    run_.tags({"weights": info["weights"], "dtype": info["dtype"]})
+    run_.artifact(tmp / "manifest.csv")
+    run_.artifact(tmp / "sampling.json")
+    grids.sheet(images, cols=cols).save(tmp / "grid.png")
+    run_.artifact(tmp / "grid.png")  # one row per prompt, one column per seed (the UI previews it)
+
+
 def _sampling_info(study: Study, weights: Path, dtype: str, pipe) -> dict:
-    """How the folder's images were made, beyond params.yaml: the sampler and dtype that ran, and where."""
+    """How the folder's images were made, beyond params.yaml: the sampler and dtype that ran, and where
+    (`machine`: what of the machine still shapes the bytes; dvc.lock's hash of the folder covers it)."""
     import torch
+
+    from dreamsolo.machine import record
 
     return {"weights": str(weights.relative_to(study.root)), "sampler": type(pipe.scheduler).__name__,
             **dataclasses.asdict(study.sample), "resolution": study.preset.resolution, "dtype": dtype,
-            "device": str(pipe.device), "torch": torch.__version__}
+            "device": str(pipe.device), "torch": torch.__version__, "machine": record(str(pipe.device))}

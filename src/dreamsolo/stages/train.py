@@ -52,8 +52,11 @@ def _check_inputs(study: Study, pair_id: str, stage: TrainStage, inp: StageInput
 
 
 def run(study: Study, pair_id: str | None, stage: TrainStage) -> dict:
+    from dreamsolo.machine import check_runnable
+
     assert pair_id is not None
     cfg = study.train(pair_id, stage)
+    check_runnable(study, item=f"{stage}@{pair_id}")  # named as written, before a model or an MLflow run
     inp = stage_inputs(study, pair_id, stage)
     _check_inputs(study, pair_id, stage, inp)
     return train_logged(study, pair_id, stage, cfg, inp, train_log(study.root, pair_id, stage),

@@ -24,6 +24,7 @@ from dreamsolo import distributed
 from dreamsolo.config import Train
 from dreamsolo.errors import UserError
 from dreamsolo.files import atomic_dir
+from dreamsolo.machine import record as machine_record
 from dreamsolo.training import checkpoint
 from dreamsolo.training.evals import EVAL_FIELDS, StepEvaluator, adaptive_stop
 from dreamsolo.training.inputs import Cached, StageInputs, cache_inputs, make_batch
@@ -34,7 +35,8 @@ from dreamsolo.training.trainable import (autocast, check_device, grad_scaler, m
 LogFn = Callable[[int, dict[str, float]], None]
 FIELDS = ["step", "loss", "loss_instance", "loss_prior", "loss_replay", "lr", *EVAL_FIELDS]
 # Summary keys that describe this run, not its result: returned and logged to MLflow, kept out of the
-# DVC out (train_meta.json), so the same inputs always write the same bytes wherever and however it ran.
+# DVC out (train_meta.json), so the same inputs write the same bytes however it ran; what of the machine
+# still shapes them is its `machine` record (dreamsolo.machine.record).
 RUN_ONLY = ("seconds", "s_per_step", "resumed_from")
 
 
@@ -253,6 +255,7 @@ def train_stage(inp: StageInputs, cfg: Train, *, log: LogFn | None = None, desc:
             shutil.copyfile(f, tmp / f.name)
         record = {k: v for k, v in summary.items() if k not in RUN_ONLY}
         record["init"] = os.path.relpath(inp.init_dir, inp.out_dir)  # as dreamsolo_model.json: no machine path
+        record["machine"] = machine_record(str(s.dev))  # what of the machine still shapes the weights' bytes
         (tmp / "train_meta.json").write_text(json.dumps(record, indent=2) + "\n")
     shutil.rmtree(inp.ckpt_dir, ignore_errors=True)  # finished: the stage's outs hold the result
     return summary

@@ -5,7 +5,7 @@ A throwaway study (tests/studykit.make_study) gets a preset `rehearsal` with `so
 published SD 1.5 / SD 2.1-base configs in src/dreamsolo/models/configs) at the model's own resolution,
 and each stage runs as DVC runs it, `python stages/<name>.py --pair P`, in its own process (cold):
 base (the seeded build), prepare, generate_priors (2 images per class), train_scene (LoRA on the UNet and
-the text encoder, fp32, gradient checkpointing), train_instance (full fine-tuning from Stage I, text
+the text encoder, bf16 autocast, gradient checkpointing), train_instance (full fine-tuning from Stage I, text
 encoder frozen, bf16 autocast, gradient checkpointing, scene replay), sample and sample_base (1 image
 per prompt), evaluate (open_clip ViT-B-32 and DINO ViT-S/16 at their 224 px input, random weights,
 LPIPS alex) and report. Per stage: wall time, peak RSS (wait4), parameters, trainable parameters and
@@ -19,6 +19,7 @@ training step predicted for fp32 / bf16 / 8-bit Adam / gradient checkpointing at
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -40,9 +41,11 @@ REAL_EVAL = {"clip_model": "ViT-B-32", "clip_pretrained": "random",
              "dino_model": "vit_small_patch16_224.dino", "dino_pretrained": "rehearsal/dino-random.safetensors"}
 TINY_EVAL = {"clip_model": "tiny-clip", "clip_pretrained": "random",
              "dino_model": "vit_small_patch16_224.dino", "dino_pretrained": "random"}
-STAGE_I = {"method": "lora", "train_text_encoder": True, "gradient_checkpointing": True, "mixed_precision": "fp32"}
+# Stage I: LoRA, text encoder on, bf16 autocast; Stage II: full, text encoder off, fp32 (bf16 autocast would add
+# a cached bf16 copy of the trained UNet, 1.6 GiB past this box's budget for SD), scene replay; both checkpointing
+STAGE_I = {"method": "lora", "train_text_encoder": True, "gradient_checkpointing": True, "mixed_precision": "bf16"}
 STAGE_II = {"method": "full", "train_text_encoder": False, "gradient_checkpointing": True,
-            "mixed_precision": "bf16", "replay_weight": 0.5}
+            "mixed_precision": "fp32", "replay_weight": 0.5}
 
 
 def study_edits(model: str, steps: int) -> dict:
@@ -136,17 +139,21 @@ def stage_sizes(study, arch: str, name: str) -> dict:
     return _sizes.counts(arch)
 
 
-def activation_points(model_dir: Path, root: Path, quick: bool) -> list[dict]:
+def activation_points(model_dir: Path, work: Path, quick: bool, max_rss: float) -> list[dict]:
+    """One fresh process per point, under the same resident-set watchdog as the stages."""
     points = []
     for precision in ("fp32", "bf16"):
         for ckpt in (False, True):
             for rows in ((1,) if quick else (1, 2)):
-                cmd = [PY, str(REPO / "bench/_sizes.py"), "probe", "--model-dir", str(model_dir),
+                cmd = [str(REPO / "bench/_sizes.py"), "probe", "--model-dir", str(model_dir),
                        "--rows", str(rows), "--precision", precision] + (["--checkpointing"] if ckpt else [])
-                proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-                if proc.returncode:
-                    raise RuntimeError(f"probe {precision} rows={rows} ckpt={ckpt}: {proc.stderr[-1500:]}")
-                points.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                log = work / f"probe-{precision}-{ckpt}-{rows}.log"
+                r = run_stage(cmd, work, log, max_rss, 3600)
+                if r.get("error"):
+                    raise RuntimeError(f"probe {precision} rows={rows} checkpointing={ckpt}: {r['error']}")
+                lines = [x for x in log.read_text().splitlines() if x.startswith("{")]
+                points.append(json.loads(lines[-1]) | {"peak_rss": r["peak_rss"]})
+                print(f"rehearsal: probe {points[-1]}", file=sys.stderr, flush=True)
     return points
 
 
@@ -180,8 +187,10 @@ PREDICT = [  # (column, autocast dtype of the frozen parts, optimizer, (probe pr
 def predict_table(study, arch: str, fits: dict) -> str:
     out = ["| training setting | batch | " + " | ".join(c[0] for c in PREDICT) + " |",
            "| --- | ---: |" + " ---: |" * len(PREDICT)]
-    for stage in ("train_scene", "train_instance"):
-        cfg = study.train(PAIR, stage)
+    settings = [(s, study.train(PAIR, s)) for s in ("train_scene", "train_instance")]
+    if settings[1][1].method != "full":  # Stage II fell back to LoRA: predict the full setting all the same
+        settings.append(("train_instance", dataclasses.replace(settings[1][1], method="full")))
+    for stage, cfg in settings:
         sizes = _sizes.counts(arch, cfg)
         groups = 3 if stage == "train_instance" and cfg.replay_weight > 0 else 2
         what = (f"{stage}: {cfg.method}, text encoder {'on' if cfg.train_text_encoder else 'off'}, "
@@ -208,10 +217,12 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, help="study folder (kept); default: a temp dir, removed")
     p.add_argument("--max-rss-gb", type=float, default=16.0, help="a stage past this resident set is killed")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per stage")
+    p.add_argument("--from", dest="start", help="with --work: skip the stages before this one (their outputs are there)")
     p.add_argument("--quick", action="store_true", help="one activation point per setting (tests)")
     p.add_argument("--no-probe", action="store_true", help="skip the activation probe and the prediction")
     p.add_argument("--md", type=Path, help="write the tables here too")
     p.add_argument("--json", type=Path, help="write the measurements here")
+    p.add_argument("--jsonl", action="store_true", help="end with one JSON line per run (bench/gpu_check.sh)")
     return p.parse_args(argv)
 
 
@@ -231,20 +242,35 @@ def main(argv=None) -> int:
             if arch != "tiny":
                 random_dino(root / REAL_EVAL["dino_pretrained"])
         study = load_study(root)
-        for name, cmd in stage_commands(study):
+        cmds = stage_commands(study)
+        if a.start:
+            cmds = cmds[[n.split()[0] for n, _ in cmds].index(a.start):]
+        for name, cmd in cmds:
             r = run_stage(cmd, root, work / f"{name.split()[0]}.log", a.max_rss_gb * GiB, a.timeout)
             r |= {"stage": name, "sizes": stage_sizes(study, arch, name.split()[0])}
             result["stages"].append(r)
             print(f"rehearsal {arch}: {name} {r['seconds']:.1f} s, peak RSS {gb(r['peak_rss'])} GiB"
                   f"{', FAILED: ' + r['error'] if r.get('error') else ''}", file=sys.stderr, flush=True)
-            if r.get("error"):
+            if name == "train_instance" and str(r.get("error", "")).startswith("resident set"):
+                # full fine-tuning does not fit this box: say so, and go on with LoRA so the rest still runs
+                from studykit import edit_params
+
+                r["stage"], r["did_not_fit"] = "train_instance (full: did not fit)", True
+                edit_params(root, {f"pairs.{PAIR}.train_instance": {**STAGE_II, "method": "lora"}})
+                study = load_study(root)
+                again = run_stage(cmd, root, work / "train_instance-lora.log", a.max_rss_gb * GiB, a.timeout)
+                again |= {"stage": "train_instance (LoRA instead)", "sizes": stage_sizes(study, arch, name)}
+                result["stages"].append(again)
+                r = again
+            if r.get("error") and not r.get("did_not_fit"):
                 log = (work / f"{name.split()[0]}.log").read_text(errors="replace")
                 print(log[-4000:], file=sys.stderr, flush=True)
                 break
         md = [f"### {arch} (random weights, {study.preset.resolution} px, {a.steps} steps per stage; "
               f"load {la[0]:.1f} at start)\n", stage_table(result["stages"])]
-        if not a.no_probe and not any(r.get("error") for r in result["stages"]):
-            points = activation_points(root / "models/base/rehearsal", root, a.quick)
+        failed = any(r.get("error") and not r.get("did_not_fit") for r in result["stages"])
+        if not a.no_probe and not failed:
+            points = activation_points(root / "models/base/rehearsal", work, a.quick, a.max_rss_gb * GiB)
             fits = _sizes.fit(points)
             result["activation_points"] = points
             md += ["\n", probe_table(points), "\nPredicted GPU memory of one training step, GiB (unmeasured: "
@@ -257,7 +283,11 @@ def main(argv=None) -> int:
         if a.json:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
-        return 1 if any(r.get("error") for r in result["stages"]) else 0
+        if a.jsonl:
+            stages = [{"stage": r["stage"], "seconds": round(r["seconds"], 1), "peak_rss_gb": round(r["peak_rss"] / GiB, 2),
+                       **({"error": r["error"]} if r.get("error") else {})} for r in result["stages"]]
+            print(json.dumps({"bench": "rehearsal", "model": arch, "failed": failed, "stages": stages}), flush=True)
+        return 1 if failed else 0
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -27,7 +27,7 @@ def _train(**kw):
     ("sd21-base", 865_910_724, 340_387_840, 1024),  # SD 2.1-base: OpenCLIP ViT-H/14 text, 23 layers
 ])
 def test_architectures_have_the_published_sizes(arch, unet, text, cross):
-    from dreamsolo.models.build import arch_config, build_modules
+    from dreamsolo.models.build import arch_config, build_modules, build_scheduler
 
     u, v, t = build_modules(arch, 0, "meta")  # sizes only: no weights in memory
     assert sum(p.numel() for p in u.parameters()) == unet
@@ -35,7 +35,9 @@ def test_architectures_have_the_published_sizes(arch, unet, text, cross):
     assert sum(p.numel() for p in v.parameters()) == 83_653_863
     assert u.config.cross_attention_dim == t.config.hidden_size == cross
     cfg = arch_config(arch)
-    assert cfg["resolution"] == 512 and cfg["scheduler"]["prediction_type"] == "epsilon"
+    assert cfg["resolution"] == 512
+    sched = build_scheduler(arch)  # the published config's keys, including those PNDM ignores
+    assert type(sched).__name__ == "PNDMScheduler" and sched.config.prediction_type == "epsilon"
 
 
 def test_build_source_names_an_architecture(tmp_path):

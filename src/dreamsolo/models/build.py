@@ -57,9 +57,17 @@ def build_modules(arch: str, seed: int, device: str | torch.device = "cpu"):
     return unet, vae, text_encoder
 
 
+def build_scheduler(arch: str):
+    """The published scheduler config through from_config, as from_pretrained reads it: keys the class
+    does not take (PNDM and `clip_sample`) are ignored, not an error."""
+    import diffusers
+
+    sched = dict(arch_config(arch)["scheduler"])
+    return getattr(diffusers, sched.pop("_class_name")).from_config(sched)
+
+
 def build(dest: Path, arch: str, seed: int, device: str | torch.device = "cpu") -> None:
     """Build the architecture deterministically and save it like a hub model (safetensors, fp32)."""
-    import diffusers
     from diffusers import StableDiffusionPipeline
     from transformers import CLIPTokenizer
 
@@ -70,8 +78,7 @@ def build(dest: Path, arch: str, seed: int, device: str | torch.device = "cpu") 
         write_clip_bpe(dest / "tokenizer")
     unet, vae, text_encoder = build_modules(arch, seed, device)
     tokenizer = CLIPTokenizer.from_pretrained(dest / "tokenizer", **cfg["tokenizer"])
-    sched = dict(cfg["scheduler"])
-    scheduler = getattr(diffusers, sched.pop("_class_name"))(**sched)
+    scheduler = build_scheduler(arch)
     pipe = StableDiffusionPipeline(
         unet=unet.to("cpu"), vae=vae.to("cpu"), text_encoder=text_encoder.to("cpu"), tokenizer=tokenizer,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,

@@ -48,7 +48,7 @@ STAGE_II = {"method": "full", "train_text_encoder": False, "gradient_checkpointi
             "mixed_precision": "fp32", "replay_weight": 0.5}
 
 
-def study_edits(model: str, steps: int) -> dict:
+def study_edits(model: str, steps: int, stage2: str = "full") -> dict:
     from dreamsolo.models.build import arch_config
 
     arch = "tiny" if model == "tiny" else model
@@ -61,7 +61,7 @@ def study_edits(model: str, steps: int) -> dict:
         "priors.num_images": 2, "priors.steps": 2, "priors.batch_size": 2,
         "train.log_every": 1, "train.warmup_steps": 0, "train.checkpoint_every": 1000,
         "train_scene.defaults.steps": steps, "train_instance.defaults.steps": steps,
-        f"pairs.{PAIR}.train_scene": STAGE_I, f"pairs.{PAIR}.train_instance": STAGE_II,
+        f"pairs.{PAIR}.train_scene": STAGE_I, f"pairs.{PAIR}.train_instance": {**STAGE_II, "method": stage2},
         "sample.num_images": 1, "sample.steps": 2, "sample.batch_size": 4,
         "prompts.recontext": ["a photo of {instance} in {scene} at night"],
     }
@@ -139,21 +139,23 @@ def stage_sizes(study, arch: str, name: str) -> dict:
     return _sizes.counts(arch)
 
 
+PROBES = [("fp32", False), ("bf16", False), ("bf16", True)]  # (autocast, checkpointing): PREDICT's columns
+
+
 def activation_points(model_dir: Path, work: Path, quick: bool, max_rss: float) -> list[dict]:
     """One fresh process per point, under the same resident-set watchdog as the stages."""
     points = []
-    for precision in ("fp32", "bf16"):
-        for ckpt in (False, True):
-            for rows in ((1,) if quick else (1, 2)):
-                cmd = [str(REPO / "bench/_sizes.py"), "probe", "--model-dir", str(model_dir),
-                       "--rows", str(rows), "--precision", precision] + (["--checkpointing"] if ckpt else [])
-                log = work / f"probe-{precision}-{ckpt}-{rows}.log"
-                r = run_stage(cmd, work, log, max_rss, 3600)
-                if r.get("error"):
-                    raise RuntimeError(f"probe {precision} rows={rows} checkpointing={ckpt}: {r['error']}")
-                lines = [x for x in log.read_text().splitlines() if x.startswith("{")]
-                points.append(json.loads(lines[-1]) | {"peak_rss": r["peak_rss"]})
-                print(f"rehearsal: probe {points[-1]}", file=sys.stderr, flush=True)
+    for precision, ckpt in PROBES:
+        for rows in ((1,) if quick else (1, 2)):
+            cmd = [str(REPO / "bench/_sizes.py"), "probe", "--model-dir", str(model_dir),
+                   "--rows", str(rows), "--precision", precision] + (["--checkpointing"] if ckpt else [])
+            log = work / f"probe-{precision}-{ckpt}-{rows}.log"
+            r = run_stage(cmd, work, log, max_rss, 3600)
+            if r.get("error"):
+                raise RuntimeError(f"probe {precision} rows={rows} checkpointing={ckpt}: {r['error']}")
+            lines = [x for x in log.read_text().splitlines() if x.startswith("{")]
+            points.append(json.loads(lines[-1]) | {"peak_rss": r["peak_rss"]})
+            print(f"rehearsal: probe {points[-1]}", file=sys.stderr, flush=True)
     return points
 
 
@@ -217,7 +219,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, help="study folder (kept); default: a temp dir, removed")
     p.add_argument("--max-rss-gb", type=float, default=16.0, help="a stage past this resident set is killed")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per stage")
-    p.add_argument("--from", dest="start", help="with --work: skip the stages before this one (their outputs are there)")
+    p.add_argument("--from", dest="start", help="with --work: skip the stages before this one (outputs kept)")
+    p.add_argument("--skip", action="append", default=[], help="a stage not to run (e.g. sample_base)")
+    p.add_argument("--stage2", choices=["full", "lora"], default="full",
+                   help="Stage II's method (lora: where full fine-tuning is known not to fit)")
     p.add_argument("--quick", action="store_true", help="one activation point per setting (tests)")
     p.add_argument("--no-probe", action="store_true", help="skip the activation probe and the prediction")
     p.add_argument("--md", type=Path, help="write the tables here too")
@@ -238,13 +243,14 @@ def main(argv=None) -> int:
     result: dict = {"model": arch, "loadavg_start": la, "stages": [], "steps": a.steps}
     try:
         if not (root / "params.yaml").is_file():
-            make_study(root, [PAIR], study_edits(arch, a.steps), git=True)
+            make_study(root, [PAIR], study_edits(arch, a.steps, a.stage2), git=True)
             if arch != "tiny":
                 random_dino(root / REAL_EVAL["dino_pretrained"])
         study = load_study(root)
         cmds = stage_commands(study)
         if a.start:
             cmds = cmds[[n.split()[0] for n, _ in cmds].index(a.start):]
+        cmds = [(n, c) for n, c in cmds if n.split()[0] not in a.skip]
         for name, cmd in cmds:
             r = run_stage(cmd, root, work / f"{name.split()[0]}.log", a.max_rss_gb * GiB, a.timeout)
             r |= {"stage": name, "sizes": stage_sizes(study, arch, name.split()[0])}
@@ -284,8 +290,9 @@ def main(argv=None) -> int:
             a.json.parent.mkdir(parents=True, exist_ok=True)
             a.json.write_text(json.dumps(result, indent=1, default=str) + "\n")
         if a.jsonl:
-            stages = [{"stage": r["stage"], "seconds": round(r["seconds"], 1), "peak_rss_gb": round(r["peak_rss"] / GiB, 2),
-                       **({"error": r["error"]} if r.get("error") else {})} for r in result["stages"]]
+            stages = [{"stage": r["stage"], "seconds": round(r["seconds"], 1),
+                       "peak_rss_gb": round(r["peak_rss"] / GiB, 2), **({"error": r["error"]} if r.get("error") else {})}
+                      for r in result["stages"]]
             print(json.dumps({"bench": "rehearsal", "model": arch, "failed": failed, "stages": stages}), flush=True)
         return 1 if failed else 0
     finally:

@@ -105,3 +105,19 @@ def test_rehearsal_runs_end_to_end_on_tiny(tmp_path):
     for stage in ("base", "generate_priors", "train_scene", "train_instance", "sample_base", "evaluate", "report"):
         assert f"| {stage}" in text
     assert "FAILED" not in text and "Predicted GPU memory" in text and "bf16 + ckpt + 8-bit Adam" in text
+
+
+def test_text_encoder_checkpointing_uses_the_current_name():
+    """transformers 5 deprecates gradient_checkpointing_enable (gone in v6): the rehearsal's Stage I warned."""
+    import types
+    import warnings
+
+    from dreamsolo.models.build import build_modules
+    from dreamsolo.training.trainable import prepare_model
+
+    unet, vae, te = build_modules("tiny", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        prepare_model(types.SimpleNamespace(unet=unet, vae=vae, text_encoder=te),
+                      _train(train_text_encoder=True, gradient_checkpointing=True), torch.device("cpu"))
+    assert te.is_gradient_checkpointing

@@ -10,8 +10,6 @@ import gzip
 import json
 from pathlib import Path
 
-import torch
-
 UNET = dict(
     sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),

@@ -43,7 +43,9 @@ def prepare_model(pipe, cfg: Train, dev: torch.device) -> dict[str, torch.nn.Par
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
-            te.gradient_checkpointing_enable()
+            # transformers 5 renamed it (the old name warns, and goes in v6); older releases have only the old
+            enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
+            enable()
     unet.train()
     te.train(cfg.train_text_encoder)
     named = {f"unet.{k}": p for k, p in unet.named_parameters() if p.requires_grad}

@@ -248,13 +248,21 @@ def main(argv=None) -> int:
                 random_dino(root / REAL_EVAL["dino_pretrained"])
         study = load_study(root)
         cmds = stage_commands(study)
+        records = work / "stages.jsonl"  # every stage's row, so a run resumed with --from reports them all
         if a.start:
-            cmds = cmds[[n.split()[0] for n, _ in cmds].index(a.start):]
+            first = [n.split()[0] for n, _ in cmds].index(a.start)
+            done = {n.split()[0] for n, _ in cmds[:first]}
+            old = [json.loads(x) for x in records.read_text().splitlines()] if records.is_file() else []
+            result["stages"] = [r for r in old if r["stage"].split()[0] in done]
+            cmds = cmds[first:]
+        records.write_text("".join(json.dumps(r, default=str) + "\n" for r in result["stages"]))
         cmds = [(n, c) for n, c in cmds if n.split()[0] not in a.skip]
         for name, cmd in cmds:
             r = run_stage(cmd, root, work / f"{name.split()[0]}.log", a.max_rss_gb * GiB, a.timeout)
             r |= {"stage": name, "sizes": stage_sizes(study, arch, name.split()[0])}
             result["stages"].append(r)
+            with records.open("a") as f:
+                f.write(json.dumps(r, default=str) + "\n")
             print(f"rehearsal {arch}: {name} {r['seconds']:.1f} s, peak RSS {gb(r['peak_rss'])} GiB"
                   f"{', FAILED: ' + r['error'] if r.get('error') else ''}", file=sys.stderr, flush=True)
             if name == "train_instance" and str(r.get("error", "")).startswith("resident set"):
@@ -267,6 +275,8 @@ def main(argv=None) -> int:
                 again = run_stage(cmd, root, work / "train_instance-lora.log", a.max_rss_gb * GiB, a.timeout)
                 again |= {"stage": "train_instance (LoRA instead)", "sizes": stage_sizes(study, arch, name)}
                 result["stages"].append(again)
+                with records.open("a") as f:
+                    f.write(json.dumps(again, default=str) + "\n")
                 r = again
             if r.get("error") and not r.get("did_not_fit"):
                 log = (work / f"{name.split()[0]}.log").read_text(errors="replace")

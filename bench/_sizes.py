@@ -13,8 +13,9 @@ The predicted GPU memory of one training step (documented in bench/README.md):
 A is measured, not guessed: the resident-set growth of the UNet's forward pass with gradients (all weights
 trainable, train mode, the library's autocast and gradient checkpointing switch) at 1 and 2 rows of the
 model's latent size, in a fresh process per point (glibc keeps freed pages, so one process would hide
-the second point); A(rows) = a + b x rows through the two points (a: autocast's cached low-precision
-weight copies, b: saved activations per row). A step's rows are batch x (1 instance + 1 prior [+ 1 replay]).
+the second point); A(rows) = a + b x rows (a: autocast's cached bf16 copies of the trained weights, 2 B per
+UNet parameter for full fine-tuning, ~0 for LoRA, whose frozen weights autocast does not cache; b: saved
+activations per row), fitted through probes at 1 and 2 rows (--two-rows) or, from one row, with a by that rule. A step's rows are batch x (1 instance + 1 prior [+ 1 replay]).
 The backward pass's own transient (one block recomputed under checkpointing, activation gradients) and
 the text encoder's activations (77 tokens) are left out: small beside the UNet's at 512 px.
 
@@ -81,6 +82,8 @@ def probe(model_dir: Path, rows: int, precision: str, checkpointing: bool) -> di
     from dreamsolo.sampling import DTYPES
 
     unet = UNet2DConditionModel.from_pretrained(model_dir / "unet").train()
+    for p in unet.parameters():  # own copies: weights paged in from the mmapped file during the forward pass
+        p.data = p.data.clone()  # would count as activations (they did: +3.2 GiB at SD 1.5's size)
     unet.requires_grad_(True)
     if checkpointing:
         unet.enable_gradient_checkpointing()
@@ -104,16 +107,24 @@ def probe(model_dir: Path, rows: int, precision: str, checkpointing: bool) -> di
             "forward_s": round(seconds, 2), "out_shape": list(out.shape)}
 
 
-def fit(points: list[dict]) -> dict:
-    """{(precision, checkpointing): (a, b)} from probes at two row counts: A(rows) = a + b x rows."""
+def fit(points: list[dict], unet_params: int) -> dict:
+    """{(precision, checkpointing): (a, b)}: A(rows) = a + b x rows. With probes at two row counts, the
+    line through them; with one, a = autocast's cached low-precision copy of the trained weights (2 B per
+    UNet parameter under bf16: the probe trains them all; 0 in fp32) and b = the rest, per row."""
     by: dict = {}
     for p in points:
         by.setdefault((p["precision"], p["checkpointing"]), {})[p["rows"]] = p["bytes"]
     out = {}
     for key, pts in by.items():
-        (r1, m1), (r2, m2) = sorted(pts.items())[:2] if len(pts) > 1 else (sorted(pts.items())[0],) * 2
-        b = (m2 - m1) / (r2 - r1) if r2 != r1 else m1 / r1
-        out[key] = (max(0.0, m1 - b * r1), max(0.0, b))
+        (r1, m1), *more = sorted(pts.items())
+        if more:
+            r2, m2 = more[0]
+            b = (m2 - m1) / (r2 - r1)
+            a = m1 - b * r1
+        else:
+            a = min(m1, 2 * unet_params if key[0] != "fp32" else 0)
+            b = (m1 - a) / r1
+        out[key] = (max(0.0, a), max(0.0, b))
     return out
 
 

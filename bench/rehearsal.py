@@ -13,7 +13,7 @@ AdamW state; then the UNet's activation memory is measured (bench/_sizes.py) and
 training step predicted for fp32 / bf16 / 8-bit Adam / gradient checkpointing at batch 1 and 4.
 
     python bench/rehearsal.py --model sd15 --md bench/out/rehearsal-sd15.md
-    python bench/rehearsal.py --model tiny --quick        # the test's run: the tiny build, seconds
+    python bench/rehearsal.py --model tiny                # the test's run: the tiny build, minutes
 """
 
 from __future__ import annotations
@@ -142,11 +142,11 @@ def stage_sizes(study, arch: str, name: str) -> dict:
 PROBES = [("fp32", False), ("bf16", False), ("bf16", True)]  # (autocast, checkpointing): PREDICT's columns
 
 
-def activation_points(model_dir: Path, work: Path, quick: bool, max_rss: float) -> list[dict]:
+def activation_points(model_dir: Path, work: Path, two_rows: bool, max_rss: float) -> list[dict]:
     """One fresh process per point, under the same resident-set watchdog as the stages."""
     points = []
     for precision, ckpt in PROBES:
-        for rows in ((1,) if quick else (1, 2)):
+        for rows in ((1, 2) if two_rows else (1,)):
             cmd = [str(REPO / "bench/_sizes.py"), "probe", "--model-dir", str(model_dir),
                    "--rows", str(rows), "--precision", precision] + (["--checkpointing"] if ckpt else [])
             log = work / f"probe-{precision}-{ckpt}-{rows}.log"
@@ -164,7 +164,7 @@ def gb(x: float | None) -> str:
 
 
 def millions(x: int | None) -> str:
-    return "" if x is None else f"{x / 1e6:,.1f} M"
+    return "" if x is None else f"{x / 1e6:,.2f} M"
 
 
 def stage_table(rows: list[dict]) -> str:
@@ -186,6 +186,11 @@ PREDICT = [  # (column, autocast dtype of the frozen parts, optimizer, (probe pr
 ]
 
 
+def act(fit: tuple[float, float], cfg) -> tuple[float, float]:
+    """LoRA: autocast caches no copy of the frozen UNet (only tensors that require grad are cached)."""
+    return fit if cfg.method == "full" else (0.0, fit[1])
+
+
 def predict_table(study, arch: str, fits: dict) -> str:
     out = ["| training setting | batch | " + " | ".join(c[0] for c in PREDICT) + " |",
            "| --- | ---: |" + " ---: |" * len(PREDICT)]
@@ -198,7 +203,8 @@ def predict_table(study, arch: str, fits: dict) -> str:
         what = (f"{stage}: {cfg.method}, text encoder {'on' if cfg.train_text_encoder else 'off'}, "
                 f"{groups} rows per example")
         for batch in (1, 4):
-            cells = [gb(_sizes.predict(sizes, low, opt, fits[key], batch * groups)) for _, low, opt, key in PREDICT]
+            cells = [gb(_sizes.predict(sizes, low, opt, act(fits[key], cfg), batch * groups))
+                     for _, low, opt, key in PREDICT]
             out.append(f"| {what} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -223,7 +229,7 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--skip", action="append", default=[], help="a stage not to run (e.g. sample_base)")
     p.add_argument("--stage2", choices=["full", "lora"], default="full",
                    help="Stage II's method (lora: where full fine-tuning is known not to fit)")
-    p.add_argument("--quick", action="store_true", help="one activation point per setting (tests)")
+    p.add_argument("--two-rows", action="store_true", help="probe 1 and 2 rows per setting and fit a line")
     p.add_argument("--no-probe", action="store_true", help="skip the activation probe and the prediction")
     p.add_argument("--md", type=Path, help="write the tables here too")
     p.add_argument("--json", type=Path, help="write the measurements here")
@@ -286,8 +292,8 @@ def main(argv=None) -> int:
               f"load {la[0]:.1f} at start)\n", stage_table(result["stages"])]
         failed = any(r.get("error") and not r.get("did_not_fit") for r in result["stages"])
         if not a.no_probe and not failed:
-            points = activation_points(root / "models/base/rehearsal", work, a.quick, a.max_rss_gb * GiB)
-            fits = _sizes.fit(points)
+            points = activation_points(root / "models/base/rehearsal", work, a.two_rows, a.max_rss_gb * GiB)
+            fits = _sizes.fit(points, _sizes.counts(arch)["unet"])
             result["activation_points"] = points
             md += ["\n", probe_table(points), "\nPredicted GPU memory of one training step, GiB (unmeasured: "
                    "formula in bench/_sizes.py)\n\n", predict_table(study, arch, fits)]

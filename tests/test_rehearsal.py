@@ -89,7 +89,11 @@ def test_activation_fit_and_prediction():
     import _sizes
 
     pts = [{"precision": "bf16", "checkpointing": True, "rows": r, "bytes": 100 + 10 * r} for r in (1, 2)]
-    assert _sizes.fit(pts)[("bf16", True)] == (100, 10)
+    assert _sizes.fit(pts, 1000)[("bf16", True)] == (100, 10)
+    one = [{"precision": "bf16", "checkpointing": False, "rows": 1, "bytes": 2000 + 300},
+           {"precision": "fp32", "checkpointing": False, "rows": 1, "bytes": 500}]
+    fits = _sizes.fit(one, 1000)  # one row: a = the bf16 copy of the trained weights (2 B each), 0 in fp32
+    assert fits[("bf16", False)] == (2000, 300) and fits[("fp32", False)] == (0, 500)
     sizes = {"trainable": 10, "total": 40, "frozen_low": 20, "frozen_fp32": 10}
     # weights 4*10 + 2*20 + 4*10, grads 4*10, AdamW 8*10, activations 100 + 10*3, context
     assert _sizes.predict(sizes, 2, "adamw", (100, 10), 3) == 40 + 40 + 40 + 40 + 80 + 130 + _sizes.CONTEXT_BYTES
@@ -98,7 +102,7 @@ def test_activation_fit_and_prediction():
 @pytest.mark.e2e
 def test_rehearsal_runs_end_to_end_on_tiny(tmp_path):
     md = tmp_path / "r.md"
-    proc = subprocess.run([sys.executable, "bench/rehearsal.py", "--model", "tiny", "--quick", "--md", str(md)],
+    proc = subprocess.run([sys.executable, "bench/rehearsal.py", "--model", "tiny", "--md", str(md)],
                           cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = md.read_text()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU check (H100/H200, no network, installs nothing): SD 1.5 architecture with random weights
-# at 512 px, full fine-tune through the library's real training loop; 10 warm-up + 30 timed steps per run.
+# at 512 px, full fine-tune through the library's real training loop; 10 warm-up + 30 timed steps per run;
+# and the real-size rehearsal (bench/rehearsal.py: one pair through every stage on SD 1.5, timed per stage).
 # Writes one JSON line per run to $OUT/gpu.jsonl (an error line when a run fails or times out) and
 # each run's stderr tail to $OUT/logs/. Runs in priority order and skips what no longer fits the budget.
 #   bash bench/gpu_check.sh            # from the repo root; OUT defaults to bench/out
@@ -14,9 +15,9 @@ WARMUP=${WARMUP:-10}
 STEPS=${STEPS:-30}
 WORK=${TMPDIR:-/tmp}/dreamsolo-gpu-check
 DRY=${GPU_CHECK_DRY:-0}
-DEV=cuda MODEL=--sd15-random
+DEV=cuda MODEL=--sd15-random REHEARSAL="--model sd15"
 REF_PRECISION=fp16  # the reference script's class-image dtype; CPUs refuse fp16 (dreamsolo.sampling)
-[ "$DRY" = 1 ] && DEV=cpu MODEL="--preset tiny" WARMUP=1 STEPS=2 REF_PRECISION=fp32
+[ "$DRY" = 1 ] && DEV=cpu MODEL="--preset tiny" WARMUP=1 STEPS=2 REF_PRECISION=fp32 REHEARSAL="--model tiny"
 mkdir -p "$OUT/logs" "$WORK"
 JSONL="$OUT/gpu.jsonl"
 START=$(date +%s)
@@ -89,6 +90,9 @@ if [ ! -f "$WORK/sd15/model_index.json" ]; then
   note "no model, stopping"; exit 1
 fi
 run full-bf16 150 bench/train_step.py $SD --method full --mixed-precision bf16
+# every stage at real size (~4-5 min on an H200: the base stage builds SD 1.5 on the CPU, each stage loads it
+# cold); host RSS limit 100 GiB; no activation probe (it measures the CPU's resident set)
+run rehearsal 330 bench/rehearsal.py $REHEARSAL --no-probe --jsonl --max-rss-gb 100 --timeout 300
 if [ "$BNB" = 1 ]; then
   run full-bf16-gc-8bit 150 bench/train_step.py $SD --method full --mixed-precision bf16 \
     --gradient-checkpointing --use-8bit-adam

@@ -7,7 +7,7 @@ the callback stops it before the last step and the save. Harness `step` runs the
 `setup` and then `train_step` per step: the same step without the loop's bookkeeping. Options go
 into the library's Train config as they are. Nothing in the library is patched.
 Models: --preset tiny (temp dir) | --model-dir DIR | --sd15-random (SD 1.5's architecture from the
-literal configs below, random weights, no download; 512 px).
+configs in src/dreamsolo/models/configs, random weights, no download; 512 px).
 
     python bench/train_step.py --preset tiny --warmup 5 --steps 30
     python bench/train_step.py --sd15-random --model-cache /tmp/sd15 --mixed-precision bf16
@@ -27,22 +27,6 @@ import tempfile
 import time
 from pathlib import Path
 
-SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, attention_head_dim=8,
-    block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-)
-SD15_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-    block_out_channels=(128, 256, 512, 512), scaling_factor=0.18215,
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-)
-SD15_TEXT = dict(
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, vocab_size=49408, hidden_act="quick_gelu", projection_dim=768,
-    bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
-)
 # CLI flag -> (Train field, value that means "off"); a flag set to a non-default value needs the field.
 OPTIONS = {"method": ("method", "full"), "mixed_precision": ("mixed_precision", "fp32"),
            "gradient_checkpointing": ("gradient_checkpointing", False), "use_8bit_adam": ("use_8bit_adam", False)}
@@ -109,28 +93,17 @@ def train_config(a: argparse.Namespace, steps: int):
 
 
 def build_sd15(dest: Path, seed: int, dev: str) -> None:
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    """SD 1.5's architecture (dreamsolo/models/configs/sd15.json), random weights, as `source: build:sd15`."""
+    from dreamsolo.models.build import build
 
-    from dreamsolo.models.tiny import SCHEDULER, write_clip_bpe
-
-    torch.manual_seed(seed)
-    with torch.device(dev):  # random init on the GPU when there is one: seconds instead of a minute
-        unet, vae = UNet2DConditionModel(**SD15_UNET), AutoencoderKL(**SD15_VAE)
-        text_encoder = CLIPTextModel(CLIPTextConfig(**SD15_TEXT))
     try:
-        write_clip_bpe(dest / "tokenizer")
+        import open_clip  # noqa: F401 - the CLIP BPE comes from it
     except ImportError:  # no open_clip (e.g. a bare GPU box): the tiny base model's copy is the same BPE
         src = Path(__file__).resolve().parents[1] / "models/base/tiny/tokenizer"
         if not (src / "vocab.json").is_file():
             raise SystemExit("train_step: neither open_clip nor models/base/tiny/tokenizer for the CLIP BPE")
         shutil.copytree(src, dest / "tokenizer", dirs_exist_ok=True)
-    tokenizer = CLIPTokenizer.from_pretrained(dest / "tokenizer", model_max_length=77)
-    StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=DDIMScheduler(**SCHEDULER),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(dest, safe_serialization=True)
+    build(dest, "sd15", seed, dev)
 
 
 def model_folder(a: argparse.Namespace, work: Path, dev: str) -> tuple[Path, str]:

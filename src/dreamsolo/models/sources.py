@@ -26,7 +26,11 @@ def _local(source: str, root: Path) -> Path:
 
 def source_kind(source: str, root: Path) -> str:
     """build | file | folder | hub. A path that looks local but does not exist is an error, not a hub id."""
-    if source == "build":
+    from dreamsolo.models.build import arch_of, check_arch
+
+    arch = arch_of(source)
+    if arch is not None:
+        check_arch(arch, f"presets: source {source}")
         return "build"
     path = _local(source, root)
     if path.suffix in SINGLE_FILE:
@@ -105,14 +109,14 @@ def materialise_base(preset: Preset, dest: Path, root: Path, where: str = "prese
     """Write the preset's pipeline to `dest` (a fresh folder) and return what was resolved.
 
     `where` (`presets.<name>`) names the preset in the one-line error for a hub model that cannot be had."""
+    from dreamsolo.models.build import arch_of, build
     from dreamsolo.models.hub import hub_errors
-    from dreamsolo.models.tiny import build_tiny
 
     quiet()
     kind = source_kind(preset.source, root)
     info: dict = {"source": preset.source, "kind": kind, "revision": preset.revision}
     if kind == "build":
-        build_tiny(dest, preset.seed)
+        build(dest, arch_of(preset.source), preset.seed)  # tiny, or a real architecture with random weights
         return info
     from diffusers import StableDiffusionPipeline
 

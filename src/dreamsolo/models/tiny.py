@@ -10,8 +10,6 @@ import gzip
 import json
 from pathlib import Path
 
-import torch
-
 UNET = dict(
     sample_size=32, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(32, 64), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -49,18 +47,6 @@ def write_clip_bpe(folder: Path) -> None:
 
 def build_tiny(dest: Path, seed: int) -> None:
     """Build the tiny pipeline deterministically and save it like a hub model (safetensors)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from dreamsolo.models.build import build
 
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**UNET)
-    vae = AutoencoderKL(**VAE)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT))
-    write_clip_bpe(dest / "tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(dest / "tokenizer", model_max_length=77)
-    pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-        scheduler=DDIMScheduler(**SCHEDULER), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(dest, safe_serialization=True)
+    build(dest, "tiny", seed)

@@ -30,6 +30,9 @@ def prepare_model(pipe, cfg: Train, dev: torch.device) -> dict[str, torch.nn.Par
     pipe.vae.requires_grad_(False)
     pipe.vae.to(dtype=weight_dtype)  # only used to cache latents once
     unet, te = pipe.unet, pipe.text_encoder
+    # explicit both ways: a model loaded from a LoRA folder (fused, adapters unloaded) comes back frozen,
+    # so full training on top of a LoRA Stage I had nothing to train (found by bench/rehearsal.py)
+    unet.requires_grad_(cfg.method == "full")
     te.requires_grad_(cfg.train_text_encoder and cfg.method == "full")
     if not cfg.train_text_encoder:
         te.to(dtype=weight_dtype)  # frozen: only used to cache embeddings once
@@ -40,7 +43,9 @@ def prepare_model(pipe, cfg: Train, dev: torch.device) -> dict[str, torch.nn.Par
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
-            te.gradient_checkpointing_enable()
+            # transformers 5 renamed it (the old name warns, and goes in v6); older releases have only the old
+            enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
+            enable()
     unet.train()
     te.train(cfg.train_text_encoder)
     named = {f"unet.{k}": p for k, p in unet.named_parameters() if p.requires_grad}

@@ -7,7 +7,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from dreamsolo.errors import UserError
-from dreamsolo.tracking import EXPERIMENT, _redact, tracking_uri, view_path
+from dreamsolo.tracking import EXPERIMENT, tracking_uri, view_path
+from dreamsolo.tracking.server import _redact
 
 
 def ui_command(root: Path, host: str, port: int) -> tuple[str, list[str] | None]:

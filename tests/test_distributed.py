@@ -59,7 +59,9 @@ def test_two_processes_give_the_weights_of_one_at_the_same_global_batch(tmp_path
     moved = max((one[f"unet.{k}"] - v).abs().max().item() for k, v in base.items())
     gap = max((one[k] - two[k]).abs().max().item() for k in one)
     assert moved > 1e-5, "training did not move the weights: nothing is compared"
-    assert gap < moved * 1e-2, f"1 x batch 2 and 2 x batch 1 differ by {gap:g} (training moved them {moved:g})"
+    # float noise (the batch's sum in another order, Adam dividing by tiny second moments) stays ~1 % of the
+    # movement (1.4 % seen on one thread per process); the wrong rows on a rank move it as far as training
+    assert gap < moved * 0.1, f"1 x batch 2 and 2 x batch 1 differ by {gap:g} (training moved them {moved:g})"
     assert loss_two == pytest.approx(loss_one, rel=1e-4)  # the logged loss: the mean over both ranks' rows
 
     from studykit import mlflow_client

@@ -40,6 +40,7 @@ def parse() -> argparse.Namespace:
     m.add_argument("--seconds", type=float, help="time budget for all three phases")
     m.add_argument("--vae-steps", type=int)
     m.add_argument("--unet-steps", type=int)
+    m.add_argument("--unet-restart-steps", type=int, default=0, help="a second UNet cycle after the first (warm restart)")
     m.add_argument("--decoder-steps", type=int)
     m.add_argument("--vae-share", type=float, default=0.4, help="of --seconds; UNet gets 1 - vae - decoder")
     m.add_argument("--decoder-share", type=float, default=0.1)
@@ -69,6 +70,7 @@ def main() -> None:
         from dreamsolo.toyworld.diffusion import Plan, pretrain_toy
 
         plan = Plan(seed=a.seed, images=a.images, vae_steps=a.vae_steps, unet_steps=a.unet_steps,
+                    unet_restart_steps=a.unet_restart_steps,
                     decoder_steps=a.decoder_steps, seconds=a.seconds, vae_share=a.vae_share,
                     decoder_share=a.decoder_share)
         info = pretrain_toy(a.out, ckpt, plan, pool)

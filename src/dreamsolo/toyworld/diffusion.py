@@ -57,6 +57,7 @@ class Plan:
     images: int = 40000  # size of the pool it was given (recorded; toyworld.pool builds it)
     vae_steps: int | None = None
     unet_steps: int | None = None
+    unet_restart_steps: int = 0  # a second UNet cycle (warmup, then linear decay again): a warm restart
     seconds: float | None = None
     decoder_steps: int | None = None
     vae_share: float = 0.4  # of `seconds`, for the VAE; the UNet gets what the decoder does not
@@ -169,7 +170,7 @@ def train_text(text_encoder, head: CaptionHead, ids: torch.Tensor, ckpt: Path, p
 
 
 def train_unet(unet, text_encoder, head: CaptionHead, tokenizer, scheduler, lat: dict, captions: list[str],
-               scale: float, ckpt: Path, plan: Plan) -> dict:
+               scale: float, ckpt: Path, plan: Plan, restart: bool = False) -> dict:
     """Joint UNet + text-encoder denoising on the cached latents, with caption dropout, plus the caption
     classification term (CaptionHead) on the captions that were not dropped."""
     uniq, which, ids = caption_ids(tokenizer, captions)
@@ -197,6 +198,8 @@ def train_unet(unet, text_encoder, head: CaptionHead, tokenizer, scheduler, lat:
 
     seconds = plan.seconds * (1 - plan.vae_share - plan.decoder_share) if plan.seconds else None
     modules = {"unet": unet, "text_encoder": text_encoder, "head": head}
+    if restart:  # from the first cycle's weights, a fresh optimizer and schedule (SGDR, Loshchilov & Hutter 2017)
+        return run_phase("unet_restart", ckpt, modules, plan.unet_lr, plan, plan.unet_restart_steps, None, step)
     return run_phase("unet", ckpt, modules, plan.unet_lr, plan, plan.unet_steps, seconds, step)
 
 
@@ -226,6 +229,8 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     head = CaptionHead(TEXT["hidden_size"], len(uniq) - 1)
     text_state = train_text(text_encoder, head, ids, ckpt, plan)
     unet_state = train_unet(unet, text_encoder, head, tokenizer, noise, lat, captions, scale, ckpt, plan)
+    if plan.unet_restart_steps:  # 5,000 steps were 1.8 passes over the pool; this adds more, exact on resume
+        restart = train_unet(unet, text_encoder, head, tokenizer, noise, lat, captions, scale, ckpt, plan, restart=True)
     dec_state = train_decoder(vae, images, lat, ckpt, plan)
     pipe = StableDiffusionPipeline(
         unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
@@ -236,7 +241,8 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     phase = lambda st: {"steps": st["step"], "seconds": round(st["elapsed"], 1),  # noqa: E731
                         "final_loss": float(np.mean(st["losses"][-50:]))}  # mean of the last 50 steps
     info = {"plan": asdict(plan), "scaling_factor": scale, "data": counts, "sources": SOURCES,
-            "vae": phase(vae_state), "text": phase(text_state), "unet": phase(unet_state), "decoder": phase(dec_state),
+            "vae": phase(vae_state), "text": phase(text_state), "unet": phase(unet_state),
+            **({"unet_restart": phase(restart)} if plan.unet_restart_steps else {}), "decoder": phase(dec_state),
             "wall_s_this_run": round(time.perf_counter() - t0, 1)}
     (dest / "dreamsolo_toy.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

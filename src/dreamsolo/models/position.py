@@ -40,20 +40,25 @@ class PatchPosition:
         self.size = size
         self.grid = sinusoidal_grid(channels, size)
         self.boxes: torch.Tensor | None = None
+        self._whole: dict[tuple, torch.Tensor] = {}  # the whole grid resized, per (size, device, dtype): every
+        # sampling step of a whole image would otherwise resize the same grid again
 
     def whole(self) -> torch.Tensor:
         return torch.tensor([0, 0, self.size, self.size])
 
     def embedding(self, like: torch.Tensor) -> torch.Tensor:
-        grid = self.grid.to(like.device)
         hw = tuple(like.shape[-2:])
         if self.boxes is None:
-            out = F.interpolate(grid[None], hw, mode="bilinear", align_corners=True).expand(like.shape[0], -1, -1, -1)
-        else:
-            if len(self.boxes) != like.shape[0]:
-                raise RuntimeError(f"patch boxes for {len(self.boxes)} rows, the batch has {like.shape[0]}")
-            out = torch.cat([F.interpolate(grid[None, :, y0:y1, x0:x1], hw, mode="bilinear", align_corners=True)
-                             for y0, x0, y1, x1 in self.boxes.tolist()])
+            key = (hw, like.device, like.dtype)
+            if key not in self._whole:
+                whole = F.interpolate(self.grid.to(like.device)[None], hw, mode="bilinear", align_corners=True)
+                self._whole[key] = whole.to(like.dtype)
+            return self._whole[key].expand(like.shape[0], -1, -1, -1)
+        if len(self.boxes) != like.shape[0]:
+            raise RuntimeError(f"patch boxes for {len(self.boxes)} rows, the batch has {like.shape[0]}")
+        grid = self.grid.to(like.device)
+        out = torch.cat([F.interpolate(grid[None, :, y0:y1, x0:x1], hw, mode="bilinear", align_corners=True)
+                         for y0, x0, y1, x1 in self.boxes.tolist()])
         return out.to(like.dtype)
 
     def __call__(self, _module, _args, output: torch.Tensor) -> torch.Tensor:

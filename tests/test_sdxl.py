@@ -135,6 +135,21 @@ def test_time_ids_are_the_photo_size_and_crop_and_the_priors_whole_image(xl):
     assert cached.text.time_ids.shape == (3, 6)  # instance, prior, replay (the scene photo: square, no offset)
 
 
+def test_time_ids_of_a_padded_photo_and_of_a_photo_without_a_record(tmp_path):
+    """prepare.crop none pads (nothing cropped: offset 0); no meta.json: the photo as it now is."""
+    from dreamsolo.models.family import photo_time_ids, pipeline_class
+
+    photo = tmp_path / "instance.png"
+    assert photo_time_ids(photo, 64) == [64, 64, 0, 0, 64, 64]
+    (tmp_path / "meta.json").write_text(json.dumps({"instance": {"input_size": [300, 200], "crop_box": None}}))
+    assert photo_time_ids(photo, 64) == [200, 300, 0, 0, 64, 64]
+    (tmp_path / "meta.json").write_text(json.dumps({"instance": {"input_size": [300, 200],
+                                                                 "crop_box": [50, 0, 250, 200]}}))
+    assert photo_time_ids(photo, 64) == [200, 300, 0, 16, 64, 64]  # 50 px of 200 -> 16 of 64
+    with pytest.raises(ValueError, match="StableDiffusionXLImg2ImgPipeline"):
+        pipeline_class("StableDiffusionXLImg2ImgPipeline")  # a refiner or img2img folder is refused, not guessed
+
+
 def test_a_training_step_gives_the_unet_every_rows_conditioning(xl):
     """The UNet call of one step, per block of the batch [instance | prior | replay]: the cached rows' hidden
     states, text_embeds and time_ids (dropping or zeroing time_ids, or mixing up rows, fails here)."""

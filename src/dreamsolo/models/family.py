@@ -123,8 +123,10 @@ def time_ids(original: tuple[int, int], crop_top_left: tuple[int, int], target: 
 def photo_time_ids(image: Path, resolution: int) -> list[int]:
     """The micro-conditioning of a prepared photo, from the `prepare` stage's meta.json beside it (the same
     folder, a DVC dep of training): its size before cropping and resizing, and where the square crop began, in
-    resized pixels, as diffusers' SDXL DreamBooth dataset computes them (resize, then crop). A padded photo
-    (prepare.crop none) or one without a record is conditioned as what it now is: (res, res), crop (0, 0)."""
+    resized pixels, as diffusers' SDXL DreamBooth dataset computes them (resize, then crop). The size is the
+    photo as prepare decoded it (`input_size`: upright; photos above 4 x resolution are read reduced), not the
+    file header's. A padded photo (prepare.crop none) keeps crop (0, 0); one without a record is conditioned as
+    what it now is: (res, res), crop (0, 0)."""
     whole = time_ids((resolution, resolution), (0, 0), (resolution, resolution))
     meta_file = image.parent / "meta.json"
     if not meta_file.is_file():

@@ -43,21 +43,26 @@ def counts(arch: str, cfg=None) -> dict:
     """Parameter counts of the architecture; with a `Train`, what that stage trains (via prepare_model)."""
     import torch
 
-    from dreamsolo.models.build import build_modules
+    from dreamsolo.models.build import arch_config, build_modules, build_text_encoder_2
     from dreamsolo.training.trainable import prepare_model
 
     unet, vae, te = build_modules(arch, 0, "meta")
-    out = {"unet": _n(unet), "vae": _n(vae), "text_encoder": _n(te)}
+    # SDXL: "text_encoder" counts both encoders (frozen, trained and cast together by prepare_model)
+    te2 = build_text_encoder_2(arch, "meta") if "text_encoder_2" in arch_config(arch) else None
+    out = {"unet": _n(unet), "vae": _n(vae), "text_encoder": _n(te) + (_n(te2) if te2 is not None else 0)}
     out["total"] = out["unet"] + out["vae"] + out["text_encoder"]
     if cfg is None:
         return out
-    pipe = types.SimpleNamespace(unet=unet, vae=vae, text_encoder=te)
+    pipe = types.SimpleNamespace(unet=unet, vae=vae, text_encoder=te, text_encoder_2=te2)
     named = prepare_model(pipe, cfg, torch.device("cpu"))
     trainable = sum(p.numel() for p in named.values())
     # prepare_model casts the VAE and a frozen text encoder to the autocast dtype; the UNet's frozen base
     # weights under LoRA (and a LoRA-trained text encoder's) stay fp32
+    # (SDXL's VAE stays fp32 in training, force_upcast; counted at the low dtype here all the same: at bf16 the
+    # prediction is 0.16 GiB low for SDXL, 84 M parameters x 2 B)
     low = out["vae"] + (0 if cfg.train_text_encoder else out["text_encoder"])
-    out |= {"trainable": trainable, "total": _n(unet) + _n(vae) + _n(te),  # + adapters with LoRA
+    out |= {"trainable": trainable, "total": _n(unet) + _n(vae) + _n(te) + (_n(te2) if te2 is not None else 0),
+            # + adapters with LoRA
             "optimizer_bytes": trainable * (2 if cfg.use_8bit_adam else 8)}
     out["frozen_low"], out["frozen_fp32"] = low, out["total"] - trainable - low
     return out
@@ -94,13 +99,20 @@ def probe(model_dir: Path, rows: int, precision: str, checkpointing: bool) -> di
     x = torch.randn(rows, cfg.in_channels, side, side, generator=g)
     text = torch.randn(rows, 77, cfg.cross_attention_dim, generator=g)
     t = torch.randint(0, 1000, (rows,), generator=g)
+    added = {}
+    if getattr(cfg, "addition_embed_type", None) == "text_time":  # SDXL: pooled text_embeds + size time_ids
+        pooled = cfg.projection_class_embeddings_input_dim - 6 * cfg.addition_time_embed_dim
+        side_px = vae["sample_size"]
+        added = {"added_cond_kwargs": {"text_embeds": torch.randn(rows, pooled, generator=g),
+                                       "time_ids": torch.tensor([[side_px, side_px, 0, 0, side_px, side_px]] * rows,
+                                                                dtype=torch.float32)}}
     gc.collect()
     _hwm_reset()
     before = _status("VmRSS")
     start = time.perf_counter()
     ctx = (torch.autocast("cpu", dtype=DTYPES[precision]) if precision != "fp32" else torch.enable_grad())
     with ctx:
-        out = unet(x, t, text).sample
+        out = unet(x, t, text, **added).sample
     seconds = time.perf_counter() - start
     peak = _status("VmHWM")
     return {"rows": rows, "precision": precision, "checkpointing": checkpointing, "bytes": peak - before,

@@ -55,7 +55,7 @@ def study_edits(model: str, steps: int, stage2: str = "full") -> dict:
     res = arch_config(arch)["resolution"]
     preset = {"source": "build" if arch == "tiny" else f"build:{arch}", "revision": None, "resolution": res,
               "seed": 0, "train_steps": None, "sample_steps": None, "config": None, "train_scene": {},
-              "train_instance": {}, "evaluate": TINY_EVAL if arch == "tiny" else REAL_EVAL}
+              "train_instance": {}, "evaluate": TINY_EVAL if arch.startswith("tiny") else REAL_EVAL}
     return {
         "model.preset": "rehearsal", "presets.rehearsal": preset, "prepare.min_size": min(res, 64),
         "priors.num_images": 2, "priors.steps": 2, "priors.batch_size": 2,
@@ -220,7 +220,7 @@ def probe_table(points: list[dict]) -> str:
 
 def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", choices=["sd15", "sd21-base", "tiny"], default="sd15")
+    p.add_argument("--model", choices=["sd15", "sd21-base", "sdxl", "tiny", "tiny-sdxl"], default="sd15")
     p.add_argument("--steps", type=int, default=2, help="optimizer steps per training stage")
     p.add_argument("--work", type=Path, help="study folder (kept); default: a temp dir, removed")
     p.add_argument("--max-rss-gb", type=float, default=16.0, help="a stage past this resident set is killed")
@@ -250,7 +250,7 @@ def main(argv=None) -> int:
     try:
         if not (root / "params.yaml").is_file():
             make_study(root, [PAIR], study_edits(arch, a.steps, a.stage2), git=True)
-            if arch != "tiny":
+            if not arch.startswith("tiny"):  # tiny, tiny-sdxl: random evaluators at 64 px
                 random_dino(root / REAL_EVAL["dino_pretrained"])
         study = load_study(root)
         cmds = stage_commands(study)

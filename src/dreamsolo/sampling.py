@@ -49,9 +49,13 @@ def to_sampling_dtype(pipe, dtype: torch.dtype) -> None:
     """Cast the UNet and text encoder for sampling (`dtype` from `sampling_dtype`, resolved before any work).
 
     The VAE stays fp32 (its decode is a small share of the time; upcasting it is what diffusers does
-    where reduced precision hurts, as SDXL's VAE), so latents encoded later stay exact."""
+    where reduced precision hurts, as SDXL's VAE: its `force_upcast`), so latents encoded later stay exact.
+    SDXL's second text encoder goes with the first."""
+    from dreamsolo.models.family import text_encoders
+
     pipe.unet.to(dtype=dtype)
-    pipe.text_encoder.to(dtype=dtype)
+    for _, encoder in text_encoders(pipe):
+        encoder.to(dtype=dtype)
 
 
 def load_for_sampling(folder: Path, dtype: torch.dtype):

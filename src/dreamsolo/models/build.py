@@ -1,7 +1,8 @@
-"""Random-weight builds of known architectures, offline and seeded: `tiny` (the test model) and the real
-SD 1.5 / SD 2.1-base architectures (configs/*.json: the published configs' fields), so the real-size
-path can be rehearsed with no download (bench/rehearsal.py). A preset asks for one with
-`source: build` (tiny) or `source: build:<arch>`."""
+"""Random-weight builds of known architectures, offline and seeded: `tiny` (the test model), `tiny-sdxl` (its
+SDXL counterpart) and the real SD 1.5 / SD 2.1-base / SDXL base architectures (configs/*.json: the published
+configs' fields), so the real-size path can be rehearsed with no download (bench/rehearsal.py). A preset asks
+for one with `source: build` (tiny) or `source: build:<arch>`. A config naming `"pipeline":
+"StableDiffusionXLPipeline"` also has `text_encoder_2` (with projection) and `tokenizer_2`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 import torch
 
 BUILD = "build"
-ARCH_FILES = {"sd15": "sd15.json", "sd21-base": "sd21-base.json"}  # named here: tools/code_deps.py sees them
+ARCH_FILES = {"sd15": "sd15.json", "sd21-base": "sd21-base.json",  # named here: tools/code_deps.py sees them
+              "sdxl": "sdxl.json", "tiny-sdxl": "tiny-sdxl.json"}
 ARCHS = ("tiny", *ARCH_FILES)
 
 
@@ -57,6 +59,15 @@ def build_modules(arch: str, seed: int, device: str | torch.device = "cpu"):
     return unet, vae, text_encoder
 
 
+def build_text_encoder_2(arch: str, device: str | torch.device = "cpu"):
+    """SDXL's second text encoder (CLIPTextModelWithProjection: its pooled, projected output is the UNet's
+    `text_embeds`), seeded from the generator state build_modules left: the same build gives the same weights."""
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    with torch.device(device):
+        return CLIPTextModelWithProjection(CLIPTextConfig(**arch_config(arch)["text_encoder_2"]))
+
+
 def build_scheduler(arch: str):
     """The published scheduler config through from_config, as from_pretrained reads it: keys the class
     does not take (PNDM and `clip_sample`) are ignored, not an error."""
@@ -74,6 +85,8 @@ def build(dest: Path, arch: str, seed: int, device: str | torch.device = "cpu") 
     from dreamsolo.models.tiny import write_clip_bpe
 
     cfg = arch_config(arch)
+    if cfg.get("pipeline") == "StableDiffusionXLPipeline":
+        return _build_xl(dest, arch, seed, device)
     if not (dest / "tokenizer" / "vocab.json").is_file():  # a caller without open_clip may have put it there
         write_clip_bpe(dest / "tokenizer")
     unet, vae, text_encoder = build_modules(arch, seed, device)
@@ -82,5 +95,27 @@ def build(dest: Path, arch: str, seed: int, device: str | torch.device = "cpu") 
     pipe = StableDiffusionPipeline(
         unet=unet.to("cpu"), vae=vae.to("cpu"), text_encoder=text_encoder.to("cpu"), tokenizer=tokenizer,
         scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(dest, safe_serialization=True)
+
+
+def _build_xl(dest: Path, arch: str, seed: int, device: str | torch.device = "cpu") -> None:
+    """As `build`, for SDXL: both tokenizers from OpenAI CLIP's BPE (SDXL's second pads with `!`)."""
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTokenizer
+
+    from dreamsolo.models.tiny import write_clip_bpe
+
+    cfg = arch_config(arch)
+    if not (dest / "tokenizer" / "vocab.json").is_file():
+        write_clip_bpe(dest / "tokenizer")
+    unet, vae, text_encoder = build_modules(arch, seed, device)
+    text_encoder_2 = build_text_encoder_2(arch, device)
+    tokenizer = CLIPTokenizer.from_pretrained(dest / "tokenizer", **cfg["tokenizer"])
+    tokenizer_2 = CLIPTokenizer.from_pretrained(dest / "tokenizer", **cfg["tokenizer_2"])
+    pipe = StableDiffusionXLPipeline(
+        unet=unet.to("cpu"), vae=vae.to("cpu"), text_encoder=text_encoder.to("cpu"),
+        text_encoder_2=text_encoder_2.to("cpu"), tokenizer=tokenizer, tokenizer_2=tokenizer_2,
+        scheduler=build_scheduler(arch), force_zeros_for_empty_prompt=True, add_watermarker=False,
     )
     pipe.save_pretrained(dest, safe_serialization=True)

@@ -56,13 +56,13 @@ def lora_base(folder: Path) -> Path:
 
 
 def load_pipeline(folder: Path, dtype: torch.dtype = torch.float32):
-    """A StableDiffusionPipeline from a diffusers folder, or a LoRA folder over its base (fused).
+    """A StableDiffusionPipeline (or StableDiffusionXLPipeline, as the folder's model_index.json names it) from a
+    diffusers folder, or a LoRA folder over its base (fused).
 
     Safetensors only, no remote code. A LoRA folder loads exactly as plain diffusers would:
     base pipeline + `load_lora_weights(folder)`.
     """
-    from diffusers import StableDiffusionPipeline
-
+    from dreamsolo.models.family import folder_pipeline, load_kwargs, pipeline_class
     from dreamsolo.models.position import restore
 
     if read_info(folder)["method"] == "lora":
@@ -75,10 +75,9 @@ def load_pipeline(folder: Path, dtype: torch.dtype = torch.float32):
     if not (folder / "model_index.json").is_file():
         raise FileNotFoundError(f"{folder}: not a diffusers model folder (run the stage that writes it)")
     quiet()
-    pipe = StableDiffusionPipeline.from_pretrained(
-        folder, use_safetensors=True, safety_checker=None, requires_safety_checker=False,
-        local_files_only=True,
-    )
+    name = folder_pipeline(folder)  # the family: SD or SDXL (models.family)
+    pipe = pipeline_class(name).from_pretrained(folder, use_safetensors=True, local_files_only=True,
+                                                **load_kwargs(name))
     pipe.set_progress_bar_config(disable=True)  # our own bars count images, not denoising steps
     restore(pipe, folder)
     return pipe.to(dtype=dtype) if dtype != torch.float32 else pipe

@@ -50,21 +50,34 @@ def source_kind(source: str, root: Path) -> str:
 
 
 LDM_PARTS = {"model.diffusion_model.": "UNet", "first_stage_model.": "VAE", "cond_stage_model.": "text encoder"}
+# SDXL's original layout (sgm): both text encoders under `conditioner.embedders.0.` / `.1.` (as diffusers'
+# single-file loader tells the two families apart)
+XL_PARTS = {"model.diffusion_model.": "UNet", "first_stage_model.": "VAE", "conditioner.embedders.1.": "text encoders"}
 
 
-def _check_single_file(path: Path, source: str) -> None:
-    """An original-layout SD checkpoint holds all three models; say which part is missing (header only)."""
+def _check_single_file(path: Path, source: str) -> str:
+    """An original-layout SD or SDXL checkpoint holds all its models; say which part is missing (header only).
+    Returns the family's pipeline class name."""
     from safetensors import safe_open
+
+    from dreamsolo.models.family import SD, XL
 
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
     except Exception as e:  # noqa: BLE001 - safetensors raises several error types for a bad header
         raise ValueError(f"presets: {source} is not a readable .safetensors file ({e})") from e
+    if any(k.startswith("conditioner.embedders.") for k in keys):
+        missing = [name for prefix, name in XL_PARTS.items() if not any(k.startswith(prefix) for k in keys)]
+        if missing:
+            raise ValueError(f"presets: {source} is not an SDXL single-file checkpoint in the original layout: no "
+                             f"{', '.join(missing)} weights ({', '.join(XL_PARTS)} keys expected)")
+        return XL
     missing = [name for prefix, name in LDM_PARTS.items() if not any(k.startswith(prefix) for k in keys)]
     if missing:
         raise ValueError(f"presets: {source} is not a Stable Diffusion single-file checkpoint in the original "
                          f"layout: no {', '.join(missing)} weights ({', '.join(LDM_PARTS)} keys expected)")
+    return SD
 
 
 def _config_source(config: str, root: Path) -> tuple[str, bool]:
@@ -79,23 +92,24 @@ def _config_source(config: str, root: Path) -> tuple[str, bool]:
     return config, False
 
 
-def _single_file(preset: Preset, root: Path, common: dict):
+def _single_file(preset: Preset, root: Path):
     """A single-file (original SD layout) checkpoint; the architecture comes from `preset.config`.
 
     A local config folder is read offline (`local_files_only`); a hub id (or null, which lets diffusers
     guess the hub model from the file's keys) downloads only the small config files.
     """
-    from diffusers import StableDiffusionPipeline
+    from dreamsolo.models.family import load_kwargs, pipeline_class
 
     file = _local(preset.source, root)
-    _check_single_file(file, preset.source)
-    kw = dict(torch_dtype=torch.float32, **common)
+    name = _check_single_file(file, preset.source)  # SD or SDXL, by the checkpoint's keys
+    cls = pipeline_class(name)
+    kw = dict(torch_dtype=torch.float32, **load_kwargs(name))
     if preset.config is not None:
         config, local = _config_source(preset.config, root)
         kw |= dict(config=config, local_files_only=local) | ({} if local else dict(revision=preset.revision))
-        return StableDiffusionPipeline.from_single_file(str(file), **kw)
+        return cls.from_single_file(str(file), **kw)
     try:
-        return StableDiffusionPipeline.from_single_file(str(file), **kw)
+        return cls.from_single_file(str(file), **kw)
     except Exception as e:  # noqa: BLE001 - offline, the hub fetch fails in many ways; say what to do
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ValueError(
@@ -118,22 +132,39 @@ def materialise_base(preset: Preset, dest: Path, root: Path, where: str = "prese
     if kind == "build":
         build(dest, arch_of(preset.source), preset.seed)  # tiny, or a real architecture with random weights
         return info
-    from diffusers import StableDiffusionPipeline
+    from dreamsolo.models.family import folder_pipeline, load_kwargs, pipeline_class
 
-    common = dict(safety_checker=None, requires_safety_checker=False)
     if kind == "file":
-        pipe = _single_file(preset, root, common)
+        pipe = _single_file(preset, root)
         info |= {"config": preset.config, "sha256": file_digest(_local(preset.source, root))}  # not a DVC dep
     elif kind == "folder":
-        pipe = StableDiffusionPipeline.from_pretrained(_local(preset.source, root), use_safetensors=True, **common)
+        name = folder_pipeline(_local(preset.source, root))
+        pipe = pipeline_class(name).from_pretrained(_local(preset.source, root), use_safetensors=True,
+                                                    **load_kwargs(name))
     else:
+        name = _hub_pipeline(preset)
         with hub_errors(preset.source, preset.revision, where):  # offline / no such repo: one line, not a traceback
-            pipe = StableDiffusionPipeline.from_pretrained(preset.source, revision=preset.revision,
-                                                           use_safetensors=True, **common)
+            pipe = pipeline_class(name).from_pretrained(preset.source, revision=preset.revision,
+                                                        use_safetensors=True, **load_kwargs(name))
         info["resolved_revision"] = pipe.config.get("_commit_hash") or _hub_commit(preset)
     pipe.save_pretrained(dest, safe_serialization=True)
     relative_names(dest, dest)  # a local folder's absolute path: not part of the model
     return info
+
+
+def _hub_pipeline(preset: Preset) -> str:
+    """The pipeline class the hub model's model_index.json names (SD or SDXL). When it cannot be read (offline,
+    no such repo), StableDiffusionPipeline: its own from_pretrained then fails with the error worth reporting."""
+    from dreamsolo.models.family import PIPELINES, SD
+
+    try:
+        from huggingface_hub import hf_hub_download
+
+        index = hf_hub_download(preset.source, "model_index.json", revision=preset.revision)
+        name = json.loads(Path(index).read_text())["_class_name"]
+    except Exception:  # noqa: BLE001 - reported by the load that follows
+        return SD
+    return name if name in PIPELINES else SD  # another class: the SD load says what is wrong with it
 
 
 def _hub_commit(preset: Preset) -> str | None:

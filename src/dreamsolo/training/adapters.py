@@ -75,12 +75,21 @@ def split_prefixed(state: dict[str, torch.Tensor], prefix: str) -> dict[str, tor
 
 
 def read_lora(folder: Path) -> dict[str, dict[str, torch.Tensor]]:
-    """A saved adapter by component ({'unet': ..., 'text_encoder': ...})."""
+    """A saved adapter by component ({'unet': ..., 'text_encoder': ...[, 'text_encoder_2': ...]})."""
     state = load_file(folder / LORA_FILE)
-    return {c: s for c in ("unet", "text_encoder") if (s := split_prefixed(state, c))}
+    return {c: s for c in ("unet", "text_encoder", "text_encoder_2") if (s := split_prefixed(state, c))}
 
 
-def save_lora(folder: Path, layers: dict[str, dict[str, torch.Tensor]]) -> None:
+def save_lora(folder: Path, layers: dict[str, dict[str, torch.Tensor]], xl: bool = False) -> None:
+    """Through the family's own save_lora_weights: SDXL's takes the second text encoder's adapter too."""
+    if xl or "text_encoder_2" in layers:  # (a caller that does not know the family: the lora_merge arm)
+        from diffusers import StableDiffusionXLPipeline
+
+        StableDiffusionXLPipeline.save_lora_weights(
+            folder, unet_lora_layers=layers.get("unet"), text_encoder_lora_layers=layers.get("text_encoder"),
+            text_encoder_2_lora_layers=layers.get("text_encoder_2"), safe_serialization=True,
+        )
+        return
     from diffusers import StableDiffusionPipeline
 
     StableDiffusionPipeline.save_lora_weights(

@@ -67,11 +67,14 @@ class StepEvaluator:
     def __call__(self) -> dict[str, float]:
         from dreamsolo.metrics.lpips_metric import to_lpips_tensor
 
+        from dreamsolo.models.family import text_encoders
+
         pipe = self.pipe
-        modes, scheduler = (pipe.unet.training, pipe.text_encoder.training), pipe.scheduler
+        models = [pipe.unet, *(m for _, m in text_encoders(pipe))]  # SDXL: both text encoders
+        modes, scheduler = [m.training for m in models], pipe.scheduler
         pipe.scheduler = self.sampler
-        pipe.unet.eval()
-        pipe.text_encoder.eval()
+        for m in models:
+            m.eval()
         try:
             with torch.random.fork_rng(devices=[]), torch.inference_mode():
                 own, cls_imgs = self._sample(self.prompt), self._sample(self.prior_prompt)
@@ -80,8 +83,8 @@ class StepEvaluator:
                 drift = self.lpips.distance(self.lpips.features(to_lpips_tensor(cls_imgs, size)), self.prior_features)
         finally:
             pipe.scheduler = scheduler
-            pipe.unet.train(modes[0])
-            pipe.text_encoder.train(modes[1])
+            for m, mode in zip(models, modes):
+                m.train(mode)
         return {"eval_fidelity": round(fidelity.mean().item(), 6), "eval_class_drift": round(drift.mean().item(), 6)}
 
 

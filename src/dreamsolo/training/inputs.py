@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+from dreamsolo.models import family
+from dreamsolo.models.family import Cond
 from dreamsolo.models.position import PatchPosition, install
 from dreamsolo.sampling import encode_latents
 from dreamsolo.training.patches import PatchSpec, crop_patches, draw_boxes
@@ -48,8 +50,8 @@ class Cached:
     image: dict[str, torch.Tensor]
     prior: dict[str, torch.Tensor]
     replay: dict[str, torch.Tensor] | None
-    text: torch.Tensor  # (n, 77, d): instance, prior[, replay][, composite][, replay prior]
-    ids: torch.Tensor  # their token ids, for when the text encoder itself is trained
+    text: Cond  # (n, 77, d): instance, prior[, replay][, composite][, replay prior]; SDXL: models.family.XLCond
+    ids: torch.Tensor  # their token ids, for when the text encoder itself is trained (SDXL: (2, n, 77), per tokenizer)
     composite: dict[str, torch.Tensor] | None = None
     replay_prior: dict[str, torch.Tensor] | None = None
     mask: torch.Tensor | None = None  # (1, 1, h, w) weights at latent resolution
@@ -63,6 +65,7 @@ def cache_inputs(pipe, inp: StageInputs, dev: torch.device) -> Cached:
     image = encode_latents(pipe.vae, [Image.open(inp.image).convert("RGB")])
     prior = load_file(inp.prior_latents)
     prompts = [inp.prompt, inp.prior_prompt]
+    photos: list[Path | None] = [inp.image, None]  # per row: the photo it learns, None for generated images
     rows = {"instance": 0, "prior": 1}
     blocks: dict[str, dict[str, torch.Tensor]] = {}
     extra = (("replay", inp.replay_image, inp.replay_prompt), ("composite", inp.composite_image, inp.composite_prompt))
@@ -71,14 +74,19 @@ def cache_inputs(pipe, inp: StageInputs, dev: torch.device) -> Cached:
             blocks[name] = encode_latents(pipe.vae, [Image.open(path).convert("RGB")])
             rows[name] = len(prompts)
             prompts.append(prompt)
+            photos.append(path)
     if inp.replay_prior_latents is not None:
         blocks["replay_prior"] = load_file(inp.replay_prior_latents)
         rows["replay_prior"] = len(prompts)
         prompts.append(inp.replay_prior_prompt)
-    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids.to(dev)
-    with torch.no_grad():
-        text = pipe.text_encoder(ids)[0].float()
+        photos.append(None)
+    if family.is_xl(pipe):
+        ids, text = _xl_text(pipe, prompts, photos, image["mean"].shape[-1] * pipe.vae_scale_factor, dev)
+    else:
+        ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(dev)
+        with torch.no_grad():
+            text = pipe.text_encoder(ids)[0].float()
     move = lambda d: {k: v.to(dev) for k, v in d.items()} if d is not None else None  # noqa: E731
     mask = _latent_mask(inp.mask, image["mean"].shape[-2:], dev) if inp.mask is not None else None
     cached = Cached(move(image), move(prior), move(blocks.get("replay")), text, ids, move(blocks.get("composite")),
@@ -86,6 +94,19 @@ def cache_inputs(pipe, inp: StageInputs, dev: torch.device) -> Cached:
     if inp.patches is not None:
         cached.patches, cached.position = _patches(pipe, inp, image["mean"].shape[-1], dev)
     return cached
+
+
+def _xl_text(pipe, prompts: list[str], photos: list[Path | None], resolution: int,
+             dev: torch.device) -> tuple[torch.Tensor, family.XLCond]:
+    """SDXL: token ids of both tokenizers and the conditioning of each row, its micro-conditioning included:
+    a photo's from its prepare record, a generated prior's (res, res) with no crop (how the pipeline drew it;
+    diffusers' script gives class images the instance photo's sizes, a shortcut of its data loader)."""
+    ids = family.tokenize_xl(pipe, prompts, dev)
+    sizes = [family.photo_time_ids(p, resolution) if p is not None
+             else family.time_ids((resolution, resolution), (0, 0), (resolution, resolution)) for p in photos]
+    time_ids = torch.tensor(sizes, dtype=torch.float32, device=dev)
+    with torch.no_grad():
+        return ids, family.encode_xl(pipe.text_encoder, pipe.text_encoder_2, ids, time_ids)
 
 
 def _patches(pipe, inp: StageInputs, latent: int, dev: torch.device) -> tuple[dict[str, torch.Tensor], PatchPosition]:
@@ -115,7 +136,7 @@ def _draw_prior(pool: dict[str, torch.Tensor], batch_size: int, gen: torch.Gener
     return pool["mean"][idx.to(pool["mean"].device)], pool["std"][idx.to(pool["std"].device)]
 
 
-def make_batch(c: Cached, batch_size: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def make_batch(c: Cached, batch_size: int, scale: float, gen: torch.Generator) -> tuple[torch.Tensor, Cond]:
     """[instance | prior | replay | composite | replay prior] x B latents drawn from their posteriors (the
     blocks a stage has), and their text."""
     prior_mean, prior_std = _draw_prior(c.prior, batch_size, gen)
@@ -127,20 +148,20 @@ def make_batch(c: Cached, batch_size: int, scale: float, gen: torch.Generator) -
         on = idx.to(c.patches["mean"].device)
         means[0], stds[0] = c.patches["mean"][on], c.patches["std"][on]
         boxes = c.patches["boxes"][idx]
-    texts = [c.text[0:1].expand(batch_size, -1, -1), c.text[1:2].expand(batch_size, -1, -1)]
+    texts = [family.rows(c.text, 0, batch_size), family.rows(c.text, 1, batch_size)]
     for name, block in (("replay", c.replay), ("composite", c.composite)):
         if block is not None:
             means.append(block["mean"].expand(batch_size, -1, -1, -1))
             stds.append(block["std"].expand(batch_size, -1, -1, -1))
-            texts.append(c.text[c.rows[name]:c.rows[name] + 1].expand(batch_size, -1, -1))
+            texts.append(family.rows(c.text, c.rows[name], batch_size))
     if c.replay_prior is not None:
         m, s = _draw_prior(c.replay_prior, batch_size, gen)
         means.append(m)
         stds.append(s)
-        texts.append(c.text[c.rows["replay_prior"]:c.rows["replay_prior"] + 1].expand(batch_size, -1, -1))
+        texts.append(family.rows(c.text, c.rows["replay_prior"], batch_size))
     mean, std = torch.cat(means), torch.cat(stds)
     if c.position is not None:  # every other row shows the whole photo (SINE's reg rows: the full box)
         rest = c.position.whole().expand(len(mean) - batch_size, -1)
         c.position.boxes = torch.cat([boxes, rest]) if boxes is not None else None
     eps = torch.randn(mean.shape, generator=gen, device=mean.device, dtype=mean.dtype)
-    return (mean + std * eps) * scale, torch.cat(texts)
+    return (mean + std * eps) * scale, family.cat(texts)

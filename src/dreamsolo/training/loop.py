@@ -25,6 +25,7 @@ from dreamsolo.config import Train
 from dreamsolo.errors import UserError
 from dreamsolo.files import atomic_dir
 from dreamsolo.machine import record as machine_record
+from dreamsolo.models.family import encode_xl
 from dreamsolo.training import checkpoint
 from dreamsolo.training.evals import EVAL_FIELDS, StepEvaluator, adaptive_stop
 from dreamsolo.training.inputs import Cached, StageInputs, cache_inputs, make_batch
@@ -69,6 +70,7 @@ class Session:
     text_encoder: object
     rows: torch.Tensor | None  # this rank's rows of the global batch (None: one process, every row)
     last_finite: float | None = None  # the last finite loss, named when training diverges
+    text_encoder_2: object = None  # SDXL's second text encoder (or its DDP wrapper); None for SD
 
 
 def setup(inp: StageInputs, cfg: Train, desc: str = "train") -> Session:
@@ -98,15 +100,18 @@ def setup(inp: StageInputs, cfg: Train, desc: str = "train") -> Session:
                     b if cached.composite else 0, inp.composite_weight, b if cached.replay_prior else 0,
                     cached.mask)
     unet, text_encoder, rows = pipe.unet, pipe.text_encoder, None
+    text_encoder_2 = getattr(pipe, "text_encoder_2", None)  # SDXL (models.family)
     if world.size > 1:
         unet = distributed.wrap(pipe.unet, dev)
         text_encoder = distributed.wrap(pipe.text_encoder, dev) if cfg.train_text_encoder else text_encoder
+        if text_encoder_2 is not None and cfg.train_text_encoder:
+            text_encoder_2 = distributed.wrap(text_encoder_2, dev)
         blocks = sum(1 for n in (groups.n_instance, groups.n_prior, groups.n_replay, groups.n_composite,
                                  groups.n_replay_prior) if n)  # the blocks make_batch stacks
         rows = distributed.rows(blocks, b, world).to(dev)
     return Session(desc, dev, pipe, noise_scheduler, trainable, cached, optimizer, lr_scheduler,
                    grad_scaler(cfg, dev), torch.Generator(device=dev).manual_seed(cfg.seed), groups,
-                   pipe.vae.config.scaling_factor, world, unet, text_encoder, rows)
+                   pipe.vae.config.scaling_factor, world, unet, text_encoder, rows, text_encoder_2=text_encoder_2)
 
 
 def _diverged(s: Session, cfg: Train, what: str) -> TrainingDiverged:
@@ -122,7 +127,10 @@ def train_step(s: Session, cfg: Train, step: int) -> dict[str, float]:
     sums: dict[str, float] = {}
     for _ in range(cfg.grad_accum):
         if cfg.train_text_encoder:  # the encoder is trained: its embeddings change every step
-            s.cached.text = s.text_encoder(s.cached.ids)[0]
+            if s.text_encoder_2 is None:
+                s.cached.text = s.text_encoder(s.cached.ids)[0]
+            else:  # SDXL: both encoders; the rows' size conditioning stays what was cached
+                s.cached.text = encode_xl(s.text_encoder, s.text_encoder_2, s.cached.ids, s.cached.text.time_ids)
         # the global batch: every rank draws all of it (the same generator), then trains on s.rows
         latents, text = make_batch(s.cached, cfg.batch_size, s.scale, s.gen)
         with autocast(cfg, s.dev):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dreamsolo.models.family import Cond, unet_kwargs
+
 
 @dataclass(frozen=True)
 class Groups:
@@ -39,12 +41,13 @@ def masked_mean(err: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 def dreambooth_loss(
-    unet, noise_scheduler, latents: torch.Tensor, text: torch.Tensor, groups: Groups,
+    unet, noise_scheduler, latents: torch.Tensor, text: Cond, groups: Groups,
     generator: torch.Generator, rows: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Noise the (already scaled) latents at random timesteps, predict, and weight the MSE terms.
     `rows`: this process's rows of a global batch (data-parallel): noise and timesteps are drawn for the
-    whole batch first, so N processes draw what one process would."""
+    whole batch first, so N processes draw what one process would. `text`: the UNet's conditioning per row,
+    SD's hidden states or SDXL's (hidden states, pooled text_embeds, size time_ids): models.family."""
     n = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     steps = noise_scheduler.config.num_train_timesteps
@@ -52,7 +55,7 @@ def dreambooth_loss(
     if rows is not None:
         latents, noise, t, text = latents[rows], noise[rows], t[rows], text[rows]
     noisy = noise_scheduler.add_noise(latents, noise, t)
-    pred = unet(noisy, t, encoder_hidden_states=text, return_dict=False)[0]
+    pred = unet(noisy, t, **unet_kwargs(text), return_dict=False)[0]
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, t)
     else:

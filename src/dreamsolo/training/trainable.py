@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from dreamsolo.config import ParamsError, Train
+from dreamsolo.models.family import is_xl, text_encoders
 from dreamsolo.sampling import DTYPES
 from dreamsolo.training import adapters
 
@@ -28,29 +29,36 @@ def prepare_model(pipe, cfg: Train, dev: torch.device) -> dict[str, torch.nn.Par
         torch.backends.cudnn.allow_tf32 = True
     weight_dtype = DTYPES[cfg.mixed_precision]
     pipe.vae.requires_grad_(False)
-    pipe.vae.to(dtype=weight_dtype)  # only used to cache latents once
-    unet, te = pipe.unet, pipe.text_encoder
+    # only used to cache latents once; SDXL's VAE overflows in fp16 (its config's force_upcast), and diffusers'
+    # SDXL DreamBooth script keeps it in fp32 for that reason: so does this (SD's path is as it was)
+    pipe.vae.to(dtype=torch.float32 if is_xl(pipe) else weight_dtype)
+    unet, encoders = pipe.unet, text_encoders(pipe)  # SDXL: both text encoders, trained or frozen together
     # explicit both ways: a model loaded from a LoRA folder (fused, adapters unloaded) comes back frozen,
     # so full training on top of a LoRA Stage I had nothing to train (found by bench/rehearsal.py)
     unet.requires_grad_(cfg.method == "full")
-    te.requires_grad_(cfg.train_text_encoder and cfg.method == "full")
-    if not cfg.train_text_encoder:
-        te.to(dtype=weight_dtype)  # frozen: only used to cache embeddings once
+    for _, te in encoders:
+        te.requires_grad_(cfg.train_text_encoder and cfg.method == "full")
+        if not cfg.train_text_encoder:
+            te.to(dtype=weight_dtype)  # frozen: only used to cache embeddings once
     if cfg.method == "lora":
         adapters.add_lora(unet, cfg, cfg.lora_targets)
         if cfg.train_text_encoder:
-            adapters.add_lora(te, cfg, adapters.TEXT_TARGETS)
+            for _, te in encoders:
+                adapters.add_lora(te, cfg, adapters.TEXT_TARGETS)
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
-            # transformers 5 renamed it (the old name warns, and goes in v6); older releases have only the old
-            enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
-            enable()
+            for _, te in encoders:
+                # transformers 5 renamed it (the old name warns, and goes in v6); older releases have only the old
+                enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
+                enable()
     unet.train()
-    te.train(cfg.train_text_encoder)
+    for _, te in encoders:
+        te.train(cfg.train_text_encoder)
     named = {f"unet.{k}": p for k, p in unet.named_parameters() if p.requires_grad}
     if cfg.train_text_encoder:
-        named |= {f"text_encoder.{k}": p for k, p in te.named_parameters() if p.requires_grad}
+        for name, te in encoders:
+            named |= {f"{name}.{k}": p for k, p in te.named_parameters() if p.requires_grad}
     for p in named.values():  # fp32 master weights whatever the autocast dtype
         p.data = p.data.float()
     return named
@@ -92,10 +100,11 @@ def save_trained(pipe, cfg: Train, init_dir: Path, tmp: Path, final: Path) -> No
         return
     layers = {"unet": adapters.lora_state(pipe.unet, cfg)}
     if cfg.train_text_encoder:
-        layers["text_encoder"] = adapters.lora_state(pipe.text_encoder, cfg)
+        for name, te in text_encoders(pipe):  # SDXL: text_encoder and text_encoder_2
+            layers[name] = adapters.lora_state(te, cfg)
     base = init_dir
     if read_info(init_dir)["method"] == "lora":  # Stage I was LoRA: ship [scene | instance] over its base
         layers = adapters.combine(adapters.read_lora(init_dir), layers)
         base = lora_base(init_dir)
-    adapters.save_lora(tmp, layers)
+    adapters.save_lora(tmp, layers, xl=is_xl(pipe))
     write_model_info(tmp, "lora", base, final)

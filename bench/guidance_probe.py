@@ -36,7 +36,7 @@ def main() -> None:
     import validate_toy as vt
     from dreamsolo.metrics.clip import load_clip
     from dreamsolo.models.loading import load_pipeline
-    from dreamsolo.sampling import _initial_latent, decode, use_fast_sampler
+    from dreamsolo.sampling import generate, use_fast_sampler
     from dreamsolo.toyworld import validate as v
 
     pipe = load_pipeline(a.model)
@@ -47,13 +47,9 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     for spec in a.settings:
         guidance, rescale = map(float, spec.split(":"))
-        images = []
         with torch.inference_mode():
-            for s in range(0, len(prompts), 8):
-                lat = torch.stack([_initial_latent(pipe, 64, torch.Generator().manual_seed(x)) for x in seeds[s:s + 8]])
-                out = pipe(prompts[s:s + 8], num_inference_steps=a.steps, guidance_scale=guidance,
-                           guidance_rescale=rescale, height=64, width=64, latents=lat, output_type="latent")
-                images += decode(pipe, out.images)
+            images = generate(pipe, prompts, seeds, steps=a.steps, guidance_scale=guidance, guidance_rescale=rescale,
+                              resolution=64, batch_size=8, desc=spec)
         res = v.zero_shot(clip, images, labels, list(v.STUDY_CLASSES))
         print(spec, res["top1"], res["per_class"], flush=True)
         vt.grid(images, a.seeds, a.out / f"{a.model.name}_{guidance}_{rescale}.png")

@@ -64,6 +64,15 @@ def test_the_preset_caps_denoising_steps(tmp_path, cap, priors, sample):
     assert (study.priors.steps, study.sample.steps) == (priors, sample)
 
 
+def test_sampler_guidance_follows_the_preset_unless_set(tmp_path):
+    """priors/sample guidance left null take the preset's (toy's rescale, SDXL's 5.0); a value set wins."""
+    study = load_study(study_with(tmp_path, {"presets.tiny.guidance_scale": 4.0, "presets.tiny.guidance_rescale": 0.7,
+                                             "priors.guidance_scale": None, "priors.guidance_rescale": None,
+                                             "sample.guidance_scale": 6.0, "sample.guidance_rescale": 0.0}))
+    assert (study.priors.guidance_scale, study.priors.guidance_rescale) == (4.0, 0.7)
+    assert (study.sample.guidance_scale, study.sample.guidance_rescale) == (6.0, 0.0)
+
+
 # (edits, the message's beginning, text it must also contain)
 UNKNOWN_KEYS = {
     "section": ({"trian": {}}, "trian: unknown params section", "did you mean 'train'?"),
@@ -125,6 +134,8 @@ BAD_VALUES = {
                       "train_instance.defaults.replay_weight: must be >= 0"),
     "sample guidance": ({"sample.guidance_scale": -1.0}, "sample.guidance_scale: must be >= 0, got -1.0"),
     "priors guidance": ({"priors.guidance_scale": -7.5}, "priors.guidance_scale: must be >= 0, got -7.5"),
+    "guidance rescale": ({"sample.guidance_rescale": 1.5}, "sample.guidance_rescale: must be in [0, 1]"),
+    "preset guidance": ({"presets.tiny.guidance_scale": -1}, "presets.tiny.guidance_scale: must be >= 0"),
     "resolution": ({"presets.tiny.resolution": 60}, "presets.tiny.resolution: must be a multiple of 8, got 60"),
     "resolution zero": ({"presets.tiny.resolution": 0}, "presets.tiny.resolution: must be > 0"),
     "beta": ({"train.adam_beta2": 1.0}, "train.adam_beta2: must be in [0, 1), got 1.0"),

@@ -33,8 +33,10 @@ def class_samples(model: Path, seeds: int):
     labels = [c for c in STUDY_CLASSES for _ in range(seeds)]
     images = generate(pipe, [class_prompt(c) for c in labels], [study.priors.seed + i for i in range(seeds)] * len(STUDY_CLASSES),
                       steps=study.priors.steps, guidance_scale=study.priors.guidance_scale,
+                      guidance_rescale=study.priors.guidance_rescale,
                       resolution=study.preset.resolution, batch_size=8, desc="class samples")
-    return images, labels, {"steps": study.priors.steps, "guidance_scale": study.priors.guidance_scale, "seeds": seeds}
+    return images, labels, {"steps": study.priors.steps, "guidance_scale": study.priors.guidance_scale,
+                           "guidance_rescale": study.priors.guidance_rescale, "seeds": seeds}
 
 
 def study_photos():

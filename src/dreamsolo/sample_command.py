@@ -55,6 +55,7 @@ def adhoc(study: Study, pair_id: str, prompt: str, *, n: int, seed: int, stage: 
         paths.append(p)
         record[p.name] = {"prompt": text, "template": prompt, "seed": s, "pair": pair_id, "weights": rel,
                           "steps": cfg.steps, "guidance_scale": cfg.guidance_scale,
+                          "guidance_rescale": cfg.guidance_rescale,
                           "resolution": study.preset.resolution, "dtype": dtype_name(dtype)}
     record_file.write_text(json.dumps(record, indent=2) + "\n")
     return paths

@@ -102,7 +102,8 @@ def sample_images(pipe, prompts: Sequence[str], seeds: Sequence[int], cfg: Sampl
     """`generate` with a params section's sampler settings (priors, sample and ad-hoc sampling alike)."""
     with torch.inference_mode():
         return generate(pipe, prompts, seeds, steps=cfg.steps, guidance_scale=cfg.guidance_scale,
-                        resolution=resolution, batch_size=cfg.batch_size, desc=desc)
+                        guidance_rescale=cfg.guidance_rescale, resolution=resolution, batch_size=cfg.batch_size,
+                        desc=desc)
 
 
 @torch.no_grad()  # as the pipeline call itself, for callers outside inference_mode

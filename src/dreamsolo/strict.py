@@ -46,7 +46,13 @@ def _check_type(where: str, value: Any, hint: Any) -> Any:
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
-        for arg in (a for a in args if a is not type(None)):
+        real = [a for a in args if a is not type(None)]
+        if len(real) == 1 and len(args) == 2:  # an optional value: its own message, "or null"
+            try:
+                return _check_type(where, value, real[0])
+            except ParamsError as err:
+                raise ParamsError(str(err).replace(", got ", " or null, got ", 1)) from None
+        for arg in real:
             try:
                 return _check_type(where, value, arg)
             except ParamsError:

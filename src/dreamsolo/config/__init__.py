@@ -58,10 +58,13 @@ class Study:
         return written_at(self.raw, pair_id, self.pairs[pair_id], stage, (self.preset_name, self.preset), key)
 
 
-def cap_steps(cfg: Sampling, cap: int | None) -> Sampling:
-    """`cfg` with its denoising steps capped by the preset: what actually runs, so MLflow params,
-    manifests and sampling.json record the steps used, not the requested ones."""
-    return cfg if cap is None or cfg.steps <= cap else dataclasses.replace(cfg, steps=cap)
+def resolve_sampling(cfg: Sampling, preset: Preset) -> Sampling:
+    """`cfg` as it runs: denoising steps capped by the preset, guidance left null taken from the preset;
+    so MLflow params, manifests and sampling.json record the settings used, not the requested ones."""
+    steps = cfg.steps if preset.sample_steps is None else min(cfg.steps, preset.sample_steps)
+    scale = preset.guidance_scale if cfg.guidance_scale is None else cfg.guidance_scale
+    rescale = preset.guidance_rescale if cfg.guidance_rescale is None else cfg.guidance_rescale
+    return dataclasses.replace(cfg, steps=steps, guidance_scale=float(scale), guidance_rescale=float(rescale))
 
 
 def _read(path: Path) -> dict:
@@ -191,8 +194,8 @@ def study_from(root: Path, raw: dict, where: str = "params.yaml") -> Study:
         root=root, preset_name=name, preset=preset,
         prompts=build(Prompts, raw["prompts"], "prompts"), classes=classes, pairs=pairs,
         prepare=build(Prepare, raw["prepare"], "prepare"),
-        priors=cap_steps(build(Sampling, raw["priors"], "priors"), preset.sample_steps),
-        sample=cap_steps(build(Sampling, raw["sample"], "sample"), preset.sample_steps),
+        priors=resolve_sampling(build(Sampling, raw["priors"], "priors"), preset),
+        sample=resolve_sampling(build(Sampling, raw["sample"], "sample"), preset),
         evaluate=evaluate,
         raw=raw, tracking=build(Tracking, raw["tracking"], "tracking"), trains=trains,
         arms=build(Arms, raw["arms"], "arms"),

@@ -43,6 +43,10 @@ class Preset:
     seed: int = 0
     train_steps: int | None = None
     sample_steps: int | None = None  # caps priors.steps and sample.steps (denoising steps)
+    # the model's sampler settings (SDXL samples at 5.0, a zero-terminal-SNR model wants guidance_rescale):
+    # used where `priors.*` / `sample.*` leave them null
+    guidance_scale: float = 7.5
+    guidance_rescale: float = 0.0
     config: str | None = None  # single-file sources: diffusers folder or hub id giving the architecture
     # the preset's own training settings (a toy model wants 100x SD's lr): over by_category, under the pair
     train_scene: dict = field(default_factory=dict)
@@ -51,6 +55,7 @@ class Preset:
 
     def validate(self, where: str) -> None:
         positive(where, resolution=self.resolution, train_steps=self.train_steps, sample_steps=self.sample_steps)
+        check_guidance(where, self.guidance_scale, self.guidance_rescale)
         if self.resolution % 8:
             raise ParamsError(f"{where}.resolution: must be a multiple of 8, got {self.resolution}")
         suffix = Path(self.source).suffix
@@ -106,14 +111,21 @@ class Sampling:
 
     num_images: int = 4  # per prompt
     steps: int = 20
-    guidance_scale: float = 7.5
+    guidance_scale: float | None = None  # null = the preset's (`Study.priors` / `Study.sample` hold it resolved)
     batch_size: int = 8
     seed: int = 0  # image i uses seed + i
     precision: Precision = "auto"
+    guidance_rescale: float | None = None  # null = the preset's
 
     def validate(self, where: str) -> None:
         positive(where, num_images=self.num_images, steps=self.steps, batch_size=self.batch_size)
-        non_negative(where, guidance_scale=self.guidance_scale)
+        check_guidance(where, self.guidance_scale, self.guidance_rescale)
+
+
+def check_guidance(where: str, scale: float | None, rescale: float | None) -> None:
+    non_negative(where, guidance_scale=scale)
+    if rescale is not None and not 0.0 <= rescale <= 1.0:
+        raise ParamsError(f"{where}.guidance_rescale: must be in [0, 1] (0 = off), got {rescale}")
 
 
 @dataclass(frozen=True)

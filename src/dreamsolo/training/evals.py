@@ -33,6 +33,7 @@ class StepEvaluator:
     seeds: list[int]
     steps: int
     guidance_scale: float
+    guidance_rescale: float
     lpips: object
     resolution: int
     photo_features: object  # LPIPS trunk features of the stage's photo and of the priors: fixed,
@@ -53,7 +54,8 @@ class StepEvaluator:
         priors = [Image.open(folder / f).convert("RGB") for f in manifest["files"][:n]]
         return cls(pipe=pipe, sampler=DPMSolverMultistepScheduler.from_config(pipe.scheduler.config), prompt=prompt,
                    prior_prompt=prior_prompt, seeds=list(manifest["seeds"][:n]), steps=int(manifest["steps"]),
-                   guidance_scale=float(manifest["guidance_scale"]), lpips=lp, resolution=photo.width,
+                   guidance_scale=float(manifest["guidance_scale"]),
+                   guidance_rescale=float(manifest.get("guidance_rescale", 0.0)), lpips=lp, resolution=photo.width,
                    photo_features=lp.features(to_lpips_tensor([photo], size)),
                    prior_features=lp.features(to_lpips_tensor(priors, size)))
 
@@ -61,7 +63,8 @@ class StepEvaluator:
         from dreamsolo.sampling import generate
 
         return generate(self.pipe, [prompt] * len(self.seeds), self.seeds, steps=self.steps,
-                        guidance_scale=self.guidance_scale, resolution=self.resolution,
+                        guidance_scale=self.guidance_scale, guidance_rescale=self.guidance_rescale,
+                        resolution=self.resolution,
                         batch_size=len(self.seeds), desc="eval", quiet=True)
 
     def __call__(self) -> dict[str, float]:

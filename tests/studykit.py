@@ -15,11 +15,16 @@ from dreamsolo.strict import dump_yaml, read_yaml
 REPO = Path(__file__).resolve().parents[1]
 E2E_PAIRS = ["cat_grass", "cat_brick"]  # the end-to-end study: they share the class `cat` (one priors stage)
 E2E_CLASSES = ["cat", "grass", "brick"]
+TOY_PAIR = "cat_grass"  # the toy default's one-pair study (conftest.toy_template): the method's claims
+# the study's sampling settings (FAST cuts them for the plumbing tests): the claims need several seeds
+TOY: dict[str, Any] = {"model.preset": "toy", "priors.num_images": 8, "priors.steps": 20, "priors.batch_size": 8,
+                       "sample.num_images": 4, "sample.steps": 20, "sample.batch_size": 8}
 COPY = ["params.yaml", "dvc.yaml", "stages", "src", ".dvc/config", ".dvcignore", "bench", "tools", "data/base",
         "data/evaluators",  # the toy preset's trained CLIP and DINO (evaluate depends on them)
         "fingerprints",  # the code stage's outputs (tools/code_deps.py)
-        "reports/arms/README.md", "data/samples_arms/README.md",  # the READMEs keep folders `report` depends on
-        "reports/sweeps/lr_steps_all/README.md", "reports/sweeps/prior_weight/README.md"]
+        "reports/arms/README.md", "data/samples_arms/README.md"]  # the READMEs keep folders `report` depends on
+# the findings' sweeps (`report` depends on their folders): not run in a test study, whatever the repo has
+NOT_RUN = ["reports/sweeps/lr_steps_all", "reports/sweeps/prior_weight"]
 
 # Few steps and images on the random `tiny` preset: these tests check plumbing and bookkeeping, not
 # image quality (the method itself is tested on `toy`: tests/test_method.py).
@@ -87,6 +92,9 @@ def make_study(dest: Path, pairs: list[str], edits: dict[str, Any] | None = None
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
+    for name in NOT_RUN:
+        (dest / name).mkdir(parents=True)
+        (dest / name / "README.md").write_text("Not run in this test study.\n")
     params = read_yaml(dest / "params.yaml")
     params["pairs"] = {p: params["pairs"][p] for p in pairs}
     used = {c for p in params["pairs"].values() for c in (p["scene_class"], p["instance_class"])}

@@ -12,14 +12,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from studykit import edit_params, make_study, run_chain, torch_threads
+from studykit import TOY_PAIR, copy_study, edit_params, torch_threads
 
-pytestmark = pytest.mark.e2e  # the whole chain on toy, then Stage II twice more (minutes)
+pytestmark = pytest.mark.e2e  # the whole chain on toy (conftest.toy_template), then Stage II twice more (minutes)
 
-PAIR = "cat_grass"
-# the study's sampling settings (FAST cuts them for the plumbing tests): the claims need several seeds
-TOY = {"model.preset": "toy", "priors.num_images": 8, "priors.steps": 20, "priors.batch_size": 8,
-       "sample.num_images": 4, "sample.steps": 20, "sample.batch_size": 8}
+PAIR = TOY_PAIR
 
 
 def _checks(root, pair=PAIR):
@@ -72,16 +69,15 @@ def _swapped_identifiers(study) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def toy_runs(tmp_path_factory):
-    """The pair through `evaluate` with the toy defaults (λ = 1, replay on), then Stage II again with
-    λ = 0, and again with replay off."""
+def toy_runs(toy_template, tmp_path_factory):
+    """The pair through `evaluate` with the toy defaults (λ = 1, replay on: a copy of the shared toy
+    study), then Stage II again with λ = 0, and again with replay off."""
     from dreamsolo.config import load_study
 
-    root = make_study(tmp_path_factory.mktemp("method") / "study", [PAIR], TOY)
+    root = copy_study(toy_template, tmp_path_factory.mktemp("method") / "study")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
     with torch_threads(2):
-        run_chain(load_study(root), PAIR, through="evaluate")
         default = _checks(root)
         default["swap"] = _swapped_identifiers(load_study(root))
         no_prior = _rerun_stage_two(root, {f"pairs.{PAIR}.train_instance": {"prior_weight": 0.0}})

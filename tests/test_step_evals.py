@@ -11,10 +11,11 @@ import pytest
 from safetensors.torch import load_file
 
 from dreamsolo.config import Train
+from dreamsolo.stages import train
 from dreamsolo.training.evals import adaptive_stop
-from studykit import edit_params, make_study, run_chain
+from studykit import TOY_PAIR, copy_study, edit_params, make_study
 
-PAIR = "cat_grass"
+PAIR = TOY_PAIR
 
 
 def _rows(*evals):
@@ -46,19 +47,19 @@ def test_adaptive_needs_evaluations(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def toy_stage_two(tmp_path_factory):
-    """cat_grass on toy through Stage II without evaluations; then Stage II again with them."""
+def toy_stage_two(toy_template, tmp_path_factory):
+    """cat_grass on toy through Stage II without evaluations (a copy of the shared toy study); then
+    Stage II again with them."""
     from dreamsolo.config import load_study
     from dreamsolo.layout import model_dir
 
-    root = make_study(tmp_path_factory.mktemp("evals") / "study", [PAIR], {"model.preset": "toy", "priors.steps": 12})
+    root = copy_study(toy_template, tmp_path_factory.mktemp("evals") / "study")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
-    run_chain(load_study(root), PAIR, through="train_instance")
     out = model_dir(root, PAIR, "train_instance")
     plain = load_file(out / "unet" / "diffusion_pytorch_model.safetensors")
     edit_params(root, {"presets.toy.train_instance.eval_every": 20, "presets.toy.train_instance.eval_images": 2})
-    summary = run_chain(load_study(root), PAIR, through="train_instance")["train_instance"]
+    summary = train.run(load_study(root), PAIR, "train_instance")
     yield root, plain, summary
     mp.undo()
 
@@ -104,7 +105,7 @@ def test_an_adaptive_stop_records_its_step_and_why(toy_stage_two):
     # a bound the toy model's drift passes within the first evaluations: the rule must stop early
     edit_params(root, {"presets.toy.train_instance.stop": "adaptive", "presets.toy.train_instance.eval_every": 10,
                        "presets.toy.train_instance.stop_max_drift": 0.05})
-    summary = run_chain(load_study(root), PAIR, through="train_instance")["train_instance"]
+    summary = train.run(load_study(root), PAIR, "train_instance")
     ev = summary["evaluation"]
     assert ev["stopped_at"] < 60 and ev["stopped_at"] % 10 == 0
     assert ev["reason"].startswith("class drift") and f"at step {ev['stopped_at']}" in ev["reason"]

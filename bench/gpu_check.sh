@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU check (H100/H200, no network, installs nothing): SD 1.5 architecture with random weights
 # at 512 px, full fine-tune through the library's real training loop; 10 warm-up + 30 timed steps per run;
-# and the real-size rehearsal (bench/rehearsal.py: one pair through every stage on SD 1.5, timed per stage).
+# and the real-size rehearsals (bench/rehearsal.py: one pair through every stage on SD 1.5, then on SDXL at
+# 1024 px with its family's LoRA, timed per stage).
 # Writes one JSON line per run to $OUT/gpu.jsonl (an error line when a run fails or times out) and
 # each run's stderr tail to $OUT/logs/. Runs in priority order and skips what no longer fits the budget.
 #   bash bench/gpu_check.sh            # from the repo root; OUT defaults to bench/out
@@ -15,9 +16,9 @@ WARMUP=${WARMUP:-10}
 STEPS=${STEPS:-30}
 WORK=${TMPDIR:-/tmp}/dreamsolo-gpu-check
 DRY=${GPU_CHECK_DRY:-0}
-DEV=cuda MODEL=--sd15-random REHEARSAL="--model sd15"
+DEV=cuda MODEL=--sd15-random REHEARSAL="--model sd15" REHEARSAL_XL="--model sdxl"
 REF_PRECISION=fp16  # the reference script's class-image dtype; CPUs refuse fp16 (dreamsolo.sampling)
-[ "$DRY" = 1 ] && DEV=cpu MODEL="--preset tiny" WARMUP=1 STEPS=2 REF_PRECISION=fp32 REHEARSAL="--model tiny"
+[ "$DRY" = 1 ] && DEV=cpu MODEL="--preset tiny" WARMUP=1 STEPS=2 REF_PRECISION=fp32 REHEARSAL="--model tiny" REHEARSAL_XL="--model tiny-sdxl"
 mkdir -p "$OUT/logs" "$WORK"
 JSONL="$OUT/gpu.jsonl"
 START=$(date +%s)
@@ -93,6 +94,9 @@ run full-bf16 150 bench/train_step.py $SD --method full --mixed-precision bf16
 # every stage at real size (~4-5 min on an H200: the base stage builds SD 1.5 on the CPU, each stage loads it
 # cold); host RSS limit 100 GiB; no activation probe (it measures the CPU's resident set)
 run rehearsal 330 bench/rehearsal.py $REHEARSAL --no-probe --jsonl --max-rss-gb 100 --timeout 300
+# SDXL base at 1024 px, Stage II with LoRA (the sdxl preset's default; full SDXL is the SD 1.5 run's path at
+# 3x the parameters): second in priority, so it runs whenever the SD 1.5 checks leave it the time
+run rehearsal-sdxl 300 bench/rehearsal.py $REHEARSAL_XL --stage2 lora --no-probe --jsonl --max-rss-gb 100 --timeout 240
 if [ "$BNB" = 1 ]; then
   run full-bf16-gc-8bit 150 bench/train_step.py $SD --method full --mixed-precision bf16 \
     --gradient-checkpointing --use-8bit-adam

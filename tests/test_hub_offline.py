@@ -66,6 +66,16 @@ def test_a_hub_that_does_not_answer_is_unreachable_too(tmp_path):
     assert "\n" not in out
 
 
+@pytest.fixture
+def no_index_lookup(monkeypatch):
+    """The loader's first look at the hub (model_index.json, to pick SD or SDXL) answered as when it cannot be
+    read: these tests patch the load that follows, and the lookup would otherwise wait on the network."""
+    from dreamsolo.models import sources
+    from dreamsolo.models.family import SD
+
+    monkeypatch.setattr(sources, "_hub_pipeline", lambda preset: SD)
+
+
 def _hub_answer(name: str) -> Exception:
     """The huggingface_hub error the hub's 404 / 403 becomes, wrapped as diffusers wraps it."""
     import huggingface_hub.errors as errors
@@ -82,7 +92,7 @@ def _hub_answer(name: str) -> Exception:
     ("RevisionNotFoundError", f"presets.sd15.source: the hub has no revision {HUB_ID} at revision nope ("),
     ("GatedRepoError", f"presets.sd15.source: hub model {HUB_ID} at revision nope is gated ("),
 ])
-def test_no_such_repo_or_revision_is_worded_apart(tmp_path, monkeypatch, name, start):
+def test_no_such_repo_or_revision_is_worded_apart(tmp_path, monkeypatch, no_index_lookup, name, start):
     from diffusers import StableDiffusionPipeline
 
     from dreamsolo.models.sources import materialise_base
@@ -98,7 +108,7 @@ def test_no_such_repo_or_revision_is_worded_apart(tmp_path, monkeypatch, name, s
     assert isinstance(err.value, FileNotFoundError)  # a user error: the stage prints it as one line
 
 
-def test_other_loader_errors_are_not_disguised(tmp_path, monkeypatch):
+def test_other_loader_errors_are_not_disguised(tmp_path, monkeypatch, no_index_lookup):
     from diffusers import StableDiffusionPipeline
 
     from dreamsolo.models.sources import materialise_base

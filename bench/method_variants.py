@@ -40,7 +40,7 @@ def checks_of(root: Path, pair: str) -> dict:
 def run_variant(root: Path, pairs: list[str], overrides: dict) -> dict[str, dict]:
     from dreamsolo.config import load_study
     from dreamsolo.stages import evaluate, sample, train
-    from dreamsolo.strict import dump_yaml, read_yaml
+    from dreamsolo.params import dump_yaml, read_yaml
 
     params = read_yaml(root / "params.yaml")
     for p in pairs:

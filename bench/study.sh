@@ -14,11 +14,11 @@ for i in $(seq "$runs"); do
   work=$(mktemp -d)
   git clone -q "$src" "$work/study"
   if [ $# -gt 0 ]; then
-    # read and written as DVC reads params (YAML 1.2: dreamsolo.strict), values parsed the same way
+    # read and written as DVC reads params (YAML 1.2: dreamsolo.params), values parsed the same way
     PYTHONPATH="$work/study/src" python - "$work/study/params.yaml" "$@" <<'PY'
 import sys
 from ruamel.yaml import YAML
-from dreamsolo.strict import dump_yaml, read_yaml
+from dreamsolo.params import dump_yaml, read_yaml
 path, edits = sys.argv[1], sys.argv[2:]
 params = read_yaml(path)
 for edit in edits:

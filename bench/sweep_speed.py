@@ -56,7 +56,7 @@ def main() -> None:
         root = make_study(Path(tmp) / "study", pairs, edits)
         if a.preset == "toy":  # the real default's sampling sizes, not the tests' FAST ones
             from studykit import edit_params
-            from dreamsolo.strict import read_yaml
+            from dreamsolo.params import read_yaml
 
             real = read_yaml(ROOT / "params.yaml")
             edit_params(root, {"priors": real["priors"], "sample": real["sample"], "prompts": real["prompts"],

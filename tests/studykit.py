@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from dreamsolo.strict import dump_yaml, read_yaml
+from dreamsolo.params import dump_yaml, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 E2E_PAIRS = ["cat_grass", "cat_brick"]  # the end-to-end study: they share the class `cat` (one priors stage)

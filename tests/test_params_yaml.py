@@ -19,7 +19,7 @@ from dvc.utils.serialize import LOADERS, YAMLError as DvcYAMLError
 from studykit import REPO, edit_params, env, make_study
 
 from dreamsolo.config import ParamsError, load_study
-from dreamsolo.strict import dump_yaml, read_yaml
+from dreamsolo.params import dump_yaml, read_yaml
 
 DVC_LOAD = LOADERS[".yaml"]  # what dvc.dependency.param reads params.yaml with
 

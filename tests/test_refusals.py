@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from dreamsolo.strict import dump_yaml, read_yaml
+from dreamsolo.params import dump_yaml, read_yaml
 from studykit import FAST, REPO, copy_study, run, set_key
 
 CASES = {  # name -> (edit of the params mapping, the line's start, a word of what to do)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dreamsolo.config import Study
-from dreamsolo.strict import ParamsError
+from dreamsolo.params import ParamsError
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from dreamsolo.strict import ParamsError, non_negative, positive
+from dreamsolo.params import ParamsError, non_negative, positive
 
 CATEGORIES = ("object", "animal", "human")
 # One dtype vocabulary for training and sampling (torch dtypes: sampling.DTYPES)
@@ -214,7 +214,7 @@ class Arms:
     sine: Sine = field(default_factory=Sine)
 
     def validate(self, where: str) -> None:
-        from dreamsolo.strict import suggest
+        from dreamsolo.params import suggest
 
         for i, arm in enumerate(self.run):
             if arm not in ARMS:

@@ -9,7 +9,7 @@ from typing import Literal
 
 from dreamsolo.config.sections import CATEGORIES, Dtype, Pair, Preset
 from dreamsolo.layout import TrainStage
-from dreamsolo.strict import ParamsError, blame, build, check_keys, non_negative, positive, suggest
+from dreamsolo.params import ParamsError, blame, build, check_keys, non_negative, positive, suggest
 
 
 @dataclass(frozen=True)

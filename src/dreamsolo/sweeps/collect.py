@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from dreamsolo.strict import load_yaml_text
+from dreamsolo.params import load_yaml_text
 from dreamsolo.sweeps.spec import Sweep, get_key
 
 

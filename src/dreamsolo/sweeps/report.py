@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from dreamsolo.files import atomic_dir
-from dreamsolo.strict import read_yaml
+from dreamsolo.params import read_yaml
 from dreamsolo.sweeps import curves
 from dreamsolo.sweeps.collect import METRICS, collect, collect_samples
 from dreamsolo.sweeps.spec import Sweep

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamsolo.config import CATEGORIES, STAGE_KEYS, Study, study_from
-from dreamsolo.strict import ParamsError, check_keys, read_yaml, suggest
+from dreamsolo.params import ParamsError, check_keys, read_yaml, suggest
 
 SWEEPS_FILE = "sweeps.yaml"
 ENTRY_KEYS = ("description", "pairs", "grid", "random", "rule")

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from dreamsolo.config import STAGE_KEYS
-from dreamsolo.strict import dump_yaml
+from dreamsolo.params import dump_yaml
 from dreamsolo.sweeps.collect import METRICS
 from dreamsolo.sweeps.spec import Sweep, fmt_value, short_key
 

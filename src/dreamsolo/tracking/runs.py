@@ -53,7 +53,7 @@ def git_commit(root: Path) -> str:
 def sweep_tags(root: Path) -> dict[str, str]:
     """`sweep` / `sweep_point` tags from params.yaml's tracking section, which `dreamsolo sweep` sets in
     each experiment it queues (no stage depends on them: a point's stages can come from the run cache)."""
-    from dreamsolo.strict import read_yaml
+    from dreamsolo.params import read_yaml
 
     try:
         tracking = read_yaml(root / "params.yaml").get("tracking") or {}

@@ -1,5 +1,5 @@
-"""Strict params machinery: params.yaml read as DVC reads it, and typed frozen dataclasses from its
-mappings, with messages naming the key."""
+"""The params loader: params.yaml read as DVC reads it (YAML 1.2, duplicate keys refused with their lines),
+typed frozen dataclasses built from its mappings, and the messages that name a bad key (did-you-mean)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
+from dreamsolo.config import ParamsError, load_study
 from dreamsolo.params import dump_yaml, read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,3 +223,37 @@ def artifact_paths(client, run_id: str, path: str = "") -> set[str]:
     for a in client.list_artifacts(run_id, path):
         out |= artifact_paths(client, run_id, a.path) if a.is_dir else {a.path}
     return out
+
+
+# params.yaml edits checked by load_study alone (test_params, test_presets)
+DELETE = object()
+
+
+def study_with(tmp_path: Path, edits: dict[str, Any], pairs: list[str] | None = None) -> Path:
+    """A copy of params.yaml (optionally only some pairs) on the `tiny` preset, edited; returns the root."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    if pairs is not None:
+        params["pairs"] = {p: params["pairs"][p] for p in pairs}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if not (tmp_path / "data/evaluators").exists():  # the toy preset's weight files must exist
+        (tmp_path / "data").mkdir(exist_ok=True)
+        (tmp_path / "data/evaluators").symlink_to(REPO / "data/evaluators")
+    edit_params(tmp_path, {"model.preset": "tiny", **{k: v for k, v in edits.items() if v is not DELETE}})
+    for dotted in (k for k, v in edits.items() if v is DELETE):
+        params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+        *parents, last = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node[key]
+        del node[last]
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path
+
+
+def error_of(tmp_path: Path, edits: dict[str, Any], pairs: list[str] | None = None,
+             exc: type[Exception] = ParamsError) -> str:
+    with pytest.raises(exc) as err:
+        load_study(study_with(tmp_path, edits, pairs))
+    msg = str(err.value)
+    assert "\n" not in msg, f"not one line: {msg!r}"
+    return msg

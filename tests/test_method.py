@@ -57,7 +57,8 @@ def _swapped_identifiers(study) -> dict[str, float]:
     seeds = [cfg.seed + i for i in range(cfg.num_images)]
     prompts = [f"a photo of {tok} {noun}" for noun in (inst, scene) for tok in (p.instance_token, p.scene_token)]
     ims = generate(pipe, [q for q in prompts for _ in seeds], seeds * len(prompts), steps=cfg.steps,
-                   guidance_scale=cfg.guidance_scale, guidance_rescale=cfg.guidance_rescale, resolution=study.preset.resolution, batch_size=8)
+                   guidance_scale=cfg.guidance_scale, guidance_rescale=cfg.guidance_rescale,
+                   resolution=study.preset.resolution, batch_size=8)
     refs = {k: Image.open(prepared_dir(study.root, PAIR) / f"{k}.png").convert("RGB") for k in ("instance", "scene")}
     lp, n, size = load_lpips("alex", pretrained=True), len(seeds), ims[0].size
 

@@ -89,7 +89,8 @@ def generate(
             latents = torch.stack([_initial_latent(pipe, resolution, g) for g in gens]).to(dev)
             out = pipe(
                 list(prompts[chunk]), num_inference_steps=steps, guidance_scale=guidance_scale,
-                guidance_rescale=guidance_rescale, height=resolution, width=resolution, latents=latents.to(pipe.unet.dtype), output_type="latent",
+                guidance_rescale=guidance_rescale, height=resolution, width=resolution,
+                latents=latents.to(pipe.unet.dtype), output_type="latent",
             )
             decoded = decode(pipe, out.images)
             images.extend(decoded)

@@ -48,7 +48,7 @@ class Preset:
     guidance_scale: float = 7.5
     guidance_rescale: float = 0.0
     config: str | None = None  # single-file sources: diffusers folder or hub id giving the architecture
-    # the preset's own training settings (a toy model wants 100x SD's lr): over by_category, under the pair
+    # the preset's own training settings (a toy model wants 100x SD's lr): under by_category and the pair
     train_scene: dict = field(default_factory=dict)
     train_instance: dict = field(default_factory=dict)
     evaluate: EvaluatorChoice = field(default_factory=EvaluatorChoice)  # evaluators follow the model

@@ -47,12 +47,12 @@ def wait_for(port: int, proc: subprocess.Popen, seconds: float = 90) -> None:
 
 
 def page_text(chromium: str, url: str, shot: Path) -> str:
-    """The rendered page's visible text (from its DOM, tags stripped), and a screenshot."""
+    """The rendered page's visible text (from its DOM, tags stripped), and a screenshot: one chromium run
+    does both (rendering MLflow's app is most of this tool's time)."""
     with tempfile.TemporaryDirectory() as profile:
         flags = [*FLAGS, f"--user-data-dir={profile}"]
-        subprocess.run([chromium, *flags, f"--screenshot={shot}", url], capture_output=True, timeout=180)
-        dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True,
-                             timeout=180).stdout
+        dom = subprocess.run([chromium, *flags, f"--screenshot={shot}", "--dump-dom", url], capture_output=True,
+                             text=True, timeout=180).stdout
     dom = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", dom, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
 
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs = sorted(r.data.tags["dreamsolo_parent"] for r in runs)
     port = free_port()
     mlflow = str(Path(sys.executable).with_name("mlflow"))
-    proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
+                             "--workers", "1"],  # one browser; each of MLflow's default 4 workers imports MLflow
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     bad = []
     try:

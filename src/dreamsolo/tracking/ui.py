@@ -28,6 +28,7 @@ def ui_command(root: Path, host: str, port: int) -> tuple[str, list[str] | None]
     if urlparse(uri).scheme in ("http", "https"):
         return uri.rstrip("/") + view_path(exp.experiment_id), None
     shown = f"[{host}]" if ":" in host else host
+    # one worker: one person browses one study; MLflow's default of 4 workers imports MLflow 4 times
     cmd = [str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri", uri,
-           "--host", host, "--port", str(port)]
+           "--host", host, "--port", str(port), "--workers", "1"]
     return f"http://{shown}:{port}{view_path(exp.experiment_id)}", cmd

@@ -2,7 +2,8 @@
 
 - `dvc push` after a study; a fresh clone `dvc pull`s models, samples and reports and retrains nothing.
 - A fresh clone that does not pull reruns what git does not hold, and the stages whose MLflow receipt
-  (`reports/runs/`, DVC-cached) it lacks: its tracking server then holds every stage's run.
+  (`reports/runs/`, DVC-cached) it lacks: its tracking server then holds every stage's run. It reruns them
+  two pairs at a time (`dreamsolo repro -j 2`), which must give the bytes of one at a time (test_parallel).
 - A server that goes away in the middle of a stage fails that stage; DVC records nothing of it, and
   `dvc repro` reruns it once the server is back.
 """
@@ -113,17 +114,33 @@ def run_with(uri: str, cmd: list[str], root: Path, **extra) -> subprocess.Comple
     return subprocess.run(cmd, cwd=root, env=e, capture_output=True, text=True, timeout=1200)
 
 
-def test_a_fresh_clone_logs_the_whole_study_to_the_team_server(pushed, server, tmp_path):
+def _outs(root: Path) -> dict:
+    stages = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    return {(s, o["path"]): o["md5"] for s, v in stages.items() for o in v.get("outs", [])}
+
+
+def test_a_fresh_clone_reproduced_two_pairs_at_a_time_logs_the_whole_study_to_the_team_server(pushed, server,
+                                                                                                tmp_path):
+    """The clone reruns nearly every stage, with `dreamsolo repro -j 2` (dreamsolo.parallel) on two one-core
+    leases: the bytes of the plain one-pair-at-a-time `dvc repro` that built `pushed`, the pairs' chains
+    overlapping, each stage on its own core, and every stage's run on the team server. (One run for both
+    properties: a second full repro of the study cost a minute and a half of the suite.)"""
     from mlflow.tracking import MlflowClient
 
     from dreamsolo import tracking
 
     dest = clone(pushed, tmp_path / "clone")
-    proc = run_with(server.url, ["dvc", "repro"], dest)
+    leases = {"DREAMSOLO_DEVICES": "cpu:0,cpu:1", "DREAMSOLO_DEVICE_LOCKS": str(tmp_path / "leases")}
+    proc = run_with(server.url, ["dreamsolo", "repro", "-j", "2"], dest, DREAMSOLO_NPROC="", **leases)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ran_here = ran(proc.stdout)
+    ran_here = ran(proc.stdout + "".join(p.read_text() for p in (dest / ".dvc/tmp/dreamsolo-repro").glob("*.log")))
     assert {f"evaluate@{p}" for p in PAIRS} | {"report"} <= ran_here  # git held their outputs, not receipts
+    assert {f"train_instance@{p}" for p in PAIRS} <= ran_here  # the models were not in git: retrained
     assert run(["git", "status", "--porcelain", "dvc.lock", "reports"], dest).stdout == ""  # same bytes
+    assert _outs(dest) == _outs(pushed) and len(_outs(dest)) > 40  # every output, models included
+    again = run_with(server.url, ["dreamsolo", "repro", "-j", "2"], dest, DREAMSOLO_NPROC="", **leases)
+    assert again.returncode == 0 and not ran(again.stdout), again.stdout[-2000:]
+    assert run(["dvc", "status"], dest).stdout.strip() == "Data and pipelines are up to date."
 
     client = MlflowClient(server.url)
     exp = client.get_experiment_by_name(tracking.EXPERIMENT)
@@ -150,6 +167,15 @@ def test_a_fresh_clone_logs_the_whole_study_to_the_team_server(pushed, server, t
     # proxied: the server stores the artifacts; the clone holds no MLflow files of its own
     assert any((server.folder / "artifacts").rglob("pairs_table.json"))
     assert not any((dest / d).exists() for d in ("mlflow.db", "mlruns", "mlartifacts"))
+    span = {}  # the two pairs' chains overlap in time (whole chains: one short stage may not, on a busy box)
+    for p in PAIRS:
+        mine = [r for r in runs if r.data.tags.get("dvc_stage", "").endswith(f"@{p}")]
+        span[p] = (min(r.info.start_time for r in mine), max(r.info.end_time for r in mine))
+    (a0, a1), (b0, b1) = span.values()
+    assert a0 < b1 and b0 < a1, span
+    for stage in ("train_scene", "train_instance", "sample"):  # each on its own core
+        a, b = (by_stage[f"{stage}@{p}"] for p in PAIRS)
+        assert {a.data.tags["device"], b.data.tags["device"]} == {"cpu:0", "cpu:1"}, stage
 
 
 def test_a_server_that_goes_away_mid_stage_fails_the_stage_and_dvc_records_nothing(pushed, server, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from dreamsolo.sweeps.queue import declared_params
 from dreamsolo.sweeps.spec import SweepError, load_sweep
-from studykit import REPO, make_study, mlflow_client, run
+from studykit import REPO, copy_study, make_study, mlflow_client, run
 
 GRID = """t:
   pairs: [cat_grass]
@@ -111,15 +111,15 @@ def test_points_are_named_by_their_settings_and_random_search_is_seeded(tmp_path
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory):
-    """A one-pair tiny study, reproduced and committed, then `dreamsolo sweep t -j 2` (two points)."""
-    root = make_study(tmp_path_factory.mktemp("sweep") / "study", ["cat_grass"])
-    (root / ".gitignore").write_text("/mlflow.db\n/mlruns/\n/reports/sweeps/\n")
+def swept(e2e_template, tmp_path_factory):
+    """A copy of the reproduced two-pair study (conftest.e2e_template) committed with its lock, then
+    `dreamsolo sweep t -j 2`: two points on cat_grass."""
+    root = copy_study(e2e_template[0], tmp_path_factory.mktemp("sweep") / "study")
+    with (root / ".gitignore").open("a") as f:
+        f.write("/mlflow.db\n/mlruns/\n/reports/sweeps/\n")
     (root / "sweeps.yaml").write_text(SWEPT)
-    run(["git", "init", "-q"], root)
-    run(["dvc", "repro"], root)
     run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "study"], root)
+    run(["git", "commit", "-qm", "study, reproduced"], root)
     first = run(["dreamsolo", "sweep", "t", "-j", "2"], root, timeout=1200)
     return root, first
 
@@ -145,6 +145,7 @@ def test_a_sweep_runs_one_experiment_per_point_and_the_report_reads_them(swept):
         for col, key in (("lpips_instance", "by_kind.instance.lpips_instance"),
                          ("class_drift", "by_kind.class_instance.lpips_base"),
                          ("scene_kept", "by_kind.scene.lpips_scene"), ("clip_t", "metrics.clip_t")):
+            key = f"reports/pairs/cat_grass.json:{key}"  # the study has two pairs: DVC names the file
             assert math.isclose(row[col], exp[f"{key}.mean"], rel_tol=1e-9), (row["point"], col)
             assert math.isclose(row[f"{col}_std"], exp[f"{key}.std"], rel_tol=1e-9), (row["point"], col)
     # the points differ where they should: Stage II's lr changes what the <S> prompt draws

@@ -85,9 +85,10 @@ def e2e_study(e2e_template, tmp_path_factory):
 # running the last long file alone; pyproject turns off xdist's own order (files with most tests first).
 # test_e2e leads: it builds the shared reproduced study while the other worker runs the rehearsal.
 # test_e2e, test_e2e_status and test_team keep their order: they change one copy of the study in turn.
-SLOWEST_FIRST = ("test_e2e.py", "test_rehearsal.py", "test_parallel.py", "test_method.py", "test_sweeps.py",
-                 "test_arms.py", "test_e2e_status.py", "test_team.py", "test_step_evals.py", "test_sine.py",
-                 "test_distributed.py", "test_sdxl.py", "test_refusals.py", "test_determinism.py")
+SLOWEST_FIRST = ("test_e2e.py", "test_rehearsal.py", "test_arms.py", "test_method.py", "test_e2e_status.py",
+                 "test_team.py", "test_resume.py", "test_sweeps.py", "test_sdxl.py", "test_hub_offline.py",
+                 "test_distributed.py", "test_warm.py", "test_determinism.py", "test_step_evals.py",
+                 "test_parallel.py", "test_sine.py", "test_refusals.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -139,18 +139,25 @@ def stage_sizes(study, arch: str, name: str) -> dict:
     return _sizes.counts(arch)
 
 
-PROBES = [("fp32", False), ("bf16", False), ("bf16", True)]  # (autocast, checkpointing): PREDICT's columns
+PROBES = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+ckpt": ("bf16", True)}  # PREDICT's columns
 
 
-def activation_points(model_dir: Path, work: Path, two_rows: bool, max_rss: float) -> list[dict]:
-    """One fresh process per point, under the same resident-set watchdog as the stages."""
+def activation_points(model_dir: Path, work: Path, two_rows: bool, max_rss: float,
+                      probes: list[str] = list(PROBES)) -> list[dict]:
+    """One fresh process per point, under the same resident-set watchdog as the stages. A point past the
+    watchdog's limit is a result (that setting does not fit this box), not a failure: the others still run."""
     points = []
-    for precision, ckpt in PROBES:
+    for precision, ckpt in (PROBES[name] for name in probes):
         for rows in ((1, 2) if two_rows else (1,)):
             cmd = [str(REPO / "bench/_sizes.py"), "probe", "--model-dir", str(model_dir),
                    "--rows", str(rows), "--precision", precision] + (["--checkpointing"] if ckpt else [])
             log = work / f"probe-{precision}-{ckpt}-{rows}.log"
             r = run_stage(cmd, work, log, max_rss, 3600)
+            if str(r.get("error", "")).startswith("resident set"):
+                points.append({"rows": rows, "precision": precision, "checkpointing": ckpt, "did_not_fit": True,
+                               "peak_rss": r["peak_rss"], "limit": max_rss, "forward_s": None, "bytes": None})
+                print(f"rehearsal: probe {points[-1]}", file=sys.stderr, flush=True)
+                continue
             if r.get("error"):
                 raise RuntimeError(f"probe {precision} rows={rows} checkpointing={ckpt}: {r['error']}")
             lines = [x for x in log.read_text().splitlines() if x.startswith("{")]
@@ -202,9 +209,9 @@ def predict_table(study, arch: str, fits: dict) -> str:
         groups = 3 if stage == "train_instance" and cfg.replay_weight > 0 else 2
         what = (f"{stage}: {cfg.method}, text encoder {'on' if cfg.train_text_encoder else 'off'}, "
                 f"{groups} rows per example")
-        for batch in (1, 4):
-            cells = [gb(_sizes.predict(sizes, low, opt, act(fits[key], cfg), batch * groups))
-                     for _, low, opt, key in PREDICT]
+        for batch in (1, 4):  # n/a: that setting's probe did not fit this box or was not run (--probes)
+            cells = [gb(_sizes.predict(sizes, low, opt, act(fits[key], cfg), batch * groups)) if key in fits
+                     else "n/a" for _, low, opt, key in PREDICT]
             out.append(f"| {what} | {batch} | " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -213,8 +220,9 @@ def probe_table(points: list[dict]) -> str:
     out = ["| UNet forward with gradients | rows | activation memory GiB (RSS growth) | forward s |",
            "| --- | ---: | ---: | ---: |"]
     for p in points:
+        got = (f"did not fit (killed past {gb(p['limit'])} GiB RSS)" if p.get("did_not_fit") else gb(p["bytes"]))
         out.append(f"| {p['precision']}{' + checkpointing' if p['checkpointing'] else ''} | {p['rows']} | "
-                   f"{gb(p['bytes'])} | {p['forward_s']} |")
+                   f"{got} | {p['forward_s'] if p['forward_s'] is not None else ''} |")
     return "\n".join(out) + "\n"
 
 
@@ -231,10 +239,17 @@ def parse(argv=None) -> argparse.Namespace:
                    help="Stage II's method (lora: where full fine-tuning is known not to fit)")
     p.add_argument("--two-rows", action="store_true", help="probe 1 and 2 rows per setting and fit a line")
     p.add_argument("--no-probe", action="store_true", help="skip the activation probe and the prediction")
+    p.add_argument("--probes", default=",".join(PROBES),
+                   help=f"comma-separated probe settings among {', '.join(PROBES)} (default: all)")
     p.add_argument("--md", type=Path, help="write the tables here too")
     p.add_argument("--json", type=Path, help="write the measurements here")
     p.add_argument("--jsonl", action="store_true", help="end with one JSON line per run (bench/gpu_check.sh)")
-    return p.parse_args(argv)
+    a = p.parse_args(argv)
+    a.probes = [x.strip() for x in a.probes.split(",") if x.strip()]
+    unknown = [x for x in a.probes if x not in PROBES]
+    if unknown:
+        p.error(f"--probes: unknown setting {unknown[0]!r} (known: {', '.join(PROBES)})")
+    return a
 
 
 def main(argv=None) -> int:
@@ -292,8 +307,9 @@ def main(argv=None) -> int:
               f"load {la[0]:.1f} at start)\n", stage_table(result["stages"])]
         failed = any(r.get("error") and not r.get("did_not_fit") for r in result["stages"])
         if not a.no_probe and not failed:
-            points = activation_points(root / "models/base/rehearsal", work, a.two_rows, a.max_rss_gb * GiB)
-            fits = _sizes.fit(points, _sizes.counts(arch)["unet"])
+            points = activation_points(root / "models/base/rehearsal", work, a.two_rows, a.max_rss_gb * GiB,
+                                       a.probes)
+            fits = _sizes.fit([p for p in points if not p.get("did_not_fit")], _sizes.counts(arch)["unet"])
             result["activation_points"] = points
             md += ["\n", probe_table(points), "\nPredicted GPU memory of one training step, GiB (unmeasured: "
                    "formula in bench/_sizes.py)\n\n", predict_table(study, arch, fits)]

@@ -126,3 +126,25 @@ def test_text_encoder_checkpointing_uses_the_current_name():
         prepare_model(types.SimpleNamespace(unet=unet, vae=vae, text_encoder=te),
                       _train(train_text_encoder=True, gradient_checkpointing=True), torch.device("cpu"))
     assert te.is_gradient_checkpointing
+
+
+def test_a_probe_past_the_memory_limit_is_a_row_and_the_other_settings_still_predict(tmp_path):
+    """SDXL at 1024 px on a 24 GiB box: the fp32 probe is killed past --max-rss-gb. That is the answer for
+    that setting (it does not fit), not a crash: the table says so and the columns it feeds say n/a."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import _sizes
+    import rehearsal
+    from studykit import make_study
+
+    from dreamsolo.config import load_study
+
+    root = make_study(tmp_path / "s", [rehearsal.PAIR], rehearsal.study_edits("tiny", 2))
+    gone = {"rows": 1, "precision": "fp32", "checkpointing": False, "did_not_fit": True, "peak_rss": 17 * 2**30,
+            "limit": 16 * 2**30, "forward_s": None, "bytes": None}
+    kept = {"rows": 1, "precision": "bf16", "checkpointing": True, "bytes": 2**28, "forward_s": 0.1}
+    assert "| fp32 | 1 | did not fit (killed past 16.00 GiB RSS) |" in rehearsal.probe_table([gone, kept])
+    fits = _sizes.fit([kept], _sizes.counts("tiny")["unet"])
+    rows = [r.split("|")[3:-1] for r in rehearsal.predict_table(load_study(root), "tiny", fits).splitlines()[2:]]
+    assert len(rows) == 4
+    for cells in rows:  # fp32, bf16, bf16 + 8-bit Adam: no probe; the two checkpointing columns: predicted
+        assert [c.strip() for c in cells[:3]] == ["n/a"] * 3 and all(float(c) > 0 for c in cells[3:]), cells

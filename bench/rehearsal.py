@@ -143,7 +143,7 @@ PROBES = {"fp32": ("fp32", False), "bf16": ("bf16", False), "bf16+ckpt": ("bf16"
 
 
 def activation_points(model_dir: Path, work: Path, two_rows: bool, max_rss: float,
-                      probes: list[str] = list(PROBES)) -> list[dict]:
+                      probes: tuple[str, ...] | list[str] = tuple(PROBES)) -> list[dict]:
     """One fresh process per point, under the same resident-set watchdog as the stages. A point past the
     watchdog's limit is a result (that setting does not fit this box), not a failure: the others still run."""
     points = []

@@ -150,6 +150,13 @@ def ran(stdout: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", stdout))
 
 
+def repro_output(root: Path, proc) -> str:
+    """What `dreamsolo repro -j N` printed, and what its per-pair `dvc repro` processes wrote to their logs
+    (dreamsolo.parallel rewrites them each run)."""
+    logs = sorted((root / ".dvc/tmp/dreamsolo-repro").glob("*.log"))
+    return proc.stdout + proc.stderr + "".join(p.read_text() for p in logs)
+
+
 def run(cmd: list[str], root: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=root, env=env(root), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from studykit import E2E_PAIRS, copy_study, edit_params, make_study, run
+from studykit import E2E_PAIRS, copy_study, edit_params, make_study, repro_output, run
 
 from dreamsolo import devices
 from dreamsolo.errors import UserError
@@ -130,12 +130,6 @@ def _dvc_stage_names(root: Path):
         return [s.name for s in repo.index.stages]
 
 
-def _output(root: Path, proc) -> str:
-    """What `dreamsolo repro` printed, and what its per-pair `dvc repro` processes wrote to their logs."""
-    logs = sorted((root / ".dvc/tmp/dreamsolo-repro").glob("*.log"))
-    return proc.stdout + proc.stderr + "".join(p.read_text() for p in logs)
-
-
 @pytest.mark.e2e
 def test_a_failing_pair_names_its_log_and_the_others_land(e2e_template, tmp_path, monkeypatch):
     """On a copy of the reproduced two-pair study (conftest.py), a sampling change gives both pairs work
@@ -159,7 +153,7 @@ def test_a_failing_pair_names_its_log_and_the_others_land(e2e_template, tmp_path
     assert brick and all(stages[s] == before[s] for s in brick)  # nothing of the failed pair recorded
     assert stages["report"] == before["report"]  # the last step does not run after a failure
     photo.write_bytes(good)
-    again = _output(root, run(["dreamsolo", "repro", "-j", "2"], root))
+    again = repro_output(root, run(["dreamsolo", "repro", "-j", "2"], root))
     assert "Running stage 'sample@cat_brick'" in again and "Running stage 'report'" in again
     assert "Stage 'sample@cat_grass' didn't change, skipping" in again  # resumed, not redone
     assert "Running stage 'sample@cat_grass'" not in again

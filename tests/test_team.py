@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from studykit import E2E_PAIRS as PAIRS, artifact_paths, edit_params, env, ran, run
+from studykit import E2E_PAIRS as PAIRS, artifact_paths, edit_params, env, ran, repro_output, run
 
 pytestmark = pytest.mark.e2e
 
@@ -133,13 +133,13 @@ def test_a_fresh_clone_reproduced_two_pairs_at_a_time_logs_the_whole_study_to_th
     leases = {"DREAMSOLO_DEVICES": "cpu:0,cpu:1", "DREAMSOLO_DEVICE_LOCKS": str(tmp_path / "leases")}
     proc = run_with(server.url, ["dreamsolo", "repro", "-j", "2"], dest, DREAMSOLO_NPROC="", **leases)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ran_here = ran(proc.stdout + "".join(p.read_text() for p in (dest / ".dvc/tmp/dreamsolo-repro").glob("*.log")))
+    ran_here = ran(repro_output(dest, proc))
     assert {f"evaluate@{p}" for p in PAIRS} | {"report"} <= ran_here  # git held their outputs, not receipts
     assert {f"train_instance@{p}" for p in PAIRS} <= ran_here  # the models were not in git: retrained
     assert run(["git", "status", "--porcelain", "dvc.lock", "reports"], dest).stdout == ""  # same bytes
     assert _outs(dest) == _outs(pushed) and len(_outs(dest)) > 40  # every output, models included
     again = run_with(server.url, ["dreamsolo", "repro", "-j", "2"], dest, DREAMSOLO_NPROC="", **leases)
-    assert again.returncode == 0 and not ran(again.stdout), again.stdout[-2000:]
+    assert again.returncode == 0 and not ran(repro_output(dest, again)), again.stdout[-2000:]
     assert run(["dvc", "status"], dest).stdout.strip() == "Data and pipelines are up to date."
 
     client = MlflowClient(server.url)

@@ -170,3 +170,26 @@ def test_pretrain_resumes_and_loads(tmp_path):
     assert pipe.unet.config.in_channels == pipe.vae.config.latent_channels == 16
     assert pipe.vae.config.scaling_factor == pytest.approx(info["scaling_factor"])
     assert pipe.tokenizer.tokenize("a photo of sks cat") == ["a</w>", "photo</w>", "of</w>", "sks</w>", "cat</w>"]
+
+
+def test_pretrain_continues_a_toy_pipeline_with_its_vae_and_a_noun_head(tmp_path):
+    from safetensors.torch import load_file
+
+    from dreamsolo.toyworld.diffusion import Plan, head_targets, pretrain_toy
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    caps = ["a photo of a cat", "a photo of a cat on a grass field", "a photo of a horse", "a photo of a grass field"]
+    pool = P.Pool(rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8), caps * 2,
+                  ["cat", "cat", "horse", "grass field"] * 2, np.zeros(8, bool), [""] * 8, {"images": 8})
+    small = dict(images=8, vae_batch=2, unet_batch=2, text_steps=2, text_batch=2)
+    pretrain_toy(tmp_path / "first", tmp_path / "ck1", Plan(vae_steps=2, unet_steps=2, decoder_steps=2, **small), pool)
+    plan = Plan(unet_steps=2, head="noun", init=str(tmp_path / "first"), **small)
+    info = pretrain_toy(tmp_path / "next", tmp_path / "ck2", plan, pool)
+    uniq = sorted(set(caps)) + [""]
+    assert head_targets(uniq, caps, ["cat", "cat", "horse", "grass field"], "noun").tolist() == [0, 0, 1, 2]
+    vae = [load_file(tmp_path / d / "vae" / "diffusion_pytorch_model.safetensors") for d in ("first", "next")]
+    assert all(torch.equal(vae[0][k], vae[1][k]) for k in vae[0])  # the VAE is the init's, bit for bit
+    unet = [load_file(tmp_path / d / "unet" / "diffusion_pytorch_model.safetensors") for d in ("first", "next")]
+    assert any(not torch.equal(unet[0][k], unet[1][k]) for k in unet[0])  # the UNet trained on
+    assert info["unet"]["steps"] == 2 and info["vae"].startswith("kept from") and info["plan"]["head"] == "noun"

@@ -44,11 +44,14 @@ def parse() -> argparse.Namespace:
     m.add_argument("--decoder-steps", type=int)
     m.add_argument("--vae-share", type=float, default=0.4, help="of --seconds; UNet gets 1 - vae - decoder")
     m.add_argument("--decoder-share", type=float, default=0.1)
+    m.add_argument("--init", type=Path, help="a toy pipeline folder to continue (its VAE kept: no VAE or decoder phase)")
+    m.add_argument("--head", choices=("caption", "noun"), default="caption",
+                   help="what the text encoder's classification term tells apart")
     for name in ("clip", "dino"):
         cmds[name].add_argument("--steps", type=int, required=True)
     a = ap.parse_args()
-    if a.what == "model" and not a.seconds and not (a.vae_steps and a.unet_steps and a.decoder_steps):
-        m.error("give --seconds, or --vae-steps, --unet-steps and --decoder-steps")
+    if a.what == "model" and not a.seconds and not (a.unet_steps and (a.init or a.vae_steps and a.decoder_steps)):
+        m.error("give --seconds, or --vae-steps, --unet-steps and --decoder-steps (--unet-steps alone with --init)")
     return a
 
 
@@ -72,7 +75,7 @@ def main() -> None:
         plan = Plan(seed=a.seed, images=a.images, vae_steps=a.vae_steps, unet_steps=a.unet_steps,
                     unet_restart_steps=a.unet_restart_steps,
                     decoder_steps=a.decoder_steps, seconds=a.seconds, vae_share=a.vae_share,
-                    decoder_share=a.decoder_share)
+                    decoder_share=a.decoder_share, head=a.head, init=str(a.init) if a.init else None)
         info = pretrain_toy(a.out, ckpt, plan, pool)
         print(json.dumps({k: info[k] for k in ("vae", "unet", "decoder", "scaling_factor", "wall_s_this_run")}))
     elif a.what == "clip":

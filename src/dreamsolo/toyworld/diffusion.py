@@ -74,6 +74,8 @@ class Plan:
     warmup: int = 100
     uncond: float = 0.1  # caption dropout, so classifier-free guidance has an unconditional model
     save_every_s: float = 60.0
+    head: str = "caption"  # what CaptionHead classifies: the whole caption, or its noun ("noun": the pool's class)
+    init: str | None = None  # a toy pipeline folder to continue from: its VAE kept as is (no VAE/decoder phase)
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -156,21 +158,34 @@ def caption_ids(tokenizer, captions: list[str]) -> tuple[list[str], torch.Tensor
     return uniq, which, ids
 
 
-def train_text(text_encoder, head: CaptionHead, ids: torch.Tensor, ckpt: Path, plan: Plan) -> dict:
+def head_targets(uniq: list[str], captions: list[str], classes: list[str], by: str) -> torch.Tensor:
+    """CaptionHead's label of each distinct caption (not ""): its own index, or its noun's (the pool's class).
+
+    Over 6,643 captions the caption head ended near chance (loss 8.4 of ln 6,643 = 8.8): most captions
+    differ only in style or place. The ~2,300 nouns are what the object prompts must keep apart."""
+    if by == "caption":
+        return torch.arange(len(uniq) - 1)
+    noun = dict(zip(captions, classes))  # a caption names one noun: the image's class
+    index = {n: i for i, n in enumerate(sorted(set(classes)))}
+    return torch.tensor([index[noun[c]] for c in uniq[:-1]])
+
+
+def train_text(text_encoder, head: CaptionHead, ids: torch.Tensor, target: torch.Tensor, ckpt: Path,
+               plan: Plan) -> dict:
     """The text encoder alone on caption classification (seconds): the UNet then starts from an encoder
     whose outputs already tell the captions apart."""
     n = len(ids) - 1  # not the empty caption
 
     def step(gen):
         cap = torch.randint(0, n, (plan.text_batch,), generator=gen)
-        return head.loss(text_encoder(ids[cap])[0], cap)
+        return head.loss(text_encoder(ids[cap])[0], target[cap])
 
     modules = {"text_encoder": text_encoder, "head": head}
     return run_phase("text", ckpt, modules, plan.unet_lr, plan, plan.text_steps, None, step)
 
 
-def train_unet(unet, text_encoder, head: CaptionHead, tokenizer, scheduler, lat: dict, captions: list[str],
-               scale: float, ckpt: Path, plan: Plan, restart: bool = False) -> dict:
+def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, tokenizer, scheduler, lat: dict,
+               captions: list[str], scale: float, ckpt: Path, plan: Plan, restart: bool = False) -> dict:
     """Joint UNet + text-encoder denoising on the cached latents, with caption dropout, plus the caption
     classification term (CaptionHead) on the captions that were not dropped."""
     uniq, which, ids = caption_ids(tokenizer, captions)
@@ -183,10 +198,10 @@ def train_unet(unet, text_encoder, head: CaptionHead, tokenizer, scheduler, lat:
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z),), generator=gen)
         text = text_encoder(ids[cap])[0]
         pred = unet(scheduler.add_noise(z, noise, t), t, encoder_hidden_states=text).sample
-        target = scheduler.get_velocity(z, noise, t) if v_pred else noise
-        loss = ((pred - target).pow(2).mean(dim=(1, 2, 3)) * weight[t]).mean()
+        goal = scheduler.get_velocity(z, noise, t) if v_pred else noise
+        loss = ((pred - goal).pow(2).mean(dim=(1, 2, 3)) * weight[t]).mean()
         kept = cap != len(uniq) - 1
-        return loss + plan.text_weight * head.loss(text[kept], cap[kept]) if kept.any() else loss
+        return loss + plan.text_weight * head.loss(text[kept], target[cap[kept]]) if kept.any() else loss
 
     # Weight on the x0 error clamp(SNR, 1, 5): Min-SNR-5 (Hang et al., ICCV 2023) keeps the low-noise
     # steps, whose noise cannot be predicted, from dominating; the floor of 1 ("truncated SNR",
@@ -212,26 +227,37 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     ckpt.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     torch.manual_seed(plan.seed)  # weight init
-    vae, unet = AutoencoderKL(**VAE), UNet2DConditionModel(**UNET)
-    with torch.no_grad():  # start with a small posterior std (e^-4): at std 1 the decoder first
-        vae.quant_conv.bias[VAE["latent_channels"]:] = -8.0  # sees pure noise, and learning is slow
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT))
-    write_clip_bpe(ckpt / "tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(ckpt / "tokenizer", model_max_length=77)
     images, captions, counts = torch.from_numpy(pool.images).permute(0, 3, 1, 2), pool.captions, pool.counts
-    vae_state = train_vae(vae, images, ckpt, plan)
-    lat = encode_pool(vae, images, ckpt)
-    scale = float(1.0 / lat["mean"].std())  # unit-variance latents, as SD's 0.18215 is for its VAE
-    vae.register_to_config(scaling_factor=scale)
+    if plan.init:  # continue a toy pipeline: its VAE (so the latent space its UNet learnt) stays as it is
+        init = Path(plan.init)
+        vae, unet = AutoencoderKL.from_pretrained(init / "vae"), UNet2DConditionModel.from_pretrained(init / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(init / "text_encoder")
+        tokenizer = CLIPTokenizer.from_pretrained(init / "tokenizer")
+        vae_state = None
+        scale = float(vae.config.scaling_factor)
+        lat = encode_pool(vae, images, ckpt)
+    else:
+        vae, unet = AutoencoderKL(**VAE), UNet2DConditionModel(**UNET)
+        with torch.no_grad():  # start with a small posterior std (e^-4): at std 1 the decoder first
+            vae.quant_conv.bias[VAE["latent_channels"]:] = -8.0  # sees pure noise, and learning is slow
+        text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT))
+        write_clip_bpe(ckpt / "tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(ckpt / "tokenizer", model_max_length=77)
+        vae_state = train_vae(vae, images, ckpt, plan)
+        lat = encode_pool(vae, images, ckpt)
+        scale = float(1.0 / lat["mean"].std())  # unit-variance latents, as SD's 0.18215 is for its VAE
+        vae.register_to_config(scaling_factor=scale)
     noise = DDPMScheduler.from_config(DDIMScheduler(**SCHEDULER_TOY).config)  # as train_stage builds its own
     uniq, _, ids = caption_ids(tokenizer, captions)
+    target = head_targets(uniq, captions, pool.classes, plan.head)
     torch.manual_seed(plan.seed + 1)  # the head's init, the same whether or not earlier phases resumed
-    head = CaptionHead(TEXT["hidden_size"], len(uniq) - 1)
-    text_state = train_text(text_encoder, head, ids, ckpt, plan)
-    unet_state = train_unet(unet, text_encoder, head, tokenizer, noise, lat, captions, scale, ckpt, plan)
+    head = CaptionHead(TEXT["hidden_size"], int(target.max()) + 1)
+    text_state = train_text(text_encoder, head, ids, target, ckpt, plan)
+    train = (unet, text_encoder, head, target, tokenizer, noise, lat, captions, scale, ckpt, plan)
+    unet_state = train_unet(*train)
     if plan.unet_restart_steps:  # 5,000 steps were 1.8 passes over the pool; this adds more, exact on resume
-        restart = train_unet(unet, text_encoder, head, tokenizer, noise, lat, captions, scale, ckpt, plan, restart=True)
-    dec_state = train_decoder(vae, images, lat, ckpt, plan)
+        restart = train_unet(*train, restart=True)
+    dec_state = None if plan.init else train_decoder(vae, images, lat, ckpt, plan)
     pipe = StableDiffusionPipeline(
         unet=unet.eval(), vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
         scheduler=DDIMScheduler(**SCHEDULER_TOY), safety_checker=None, feature_extractor=None,
@@ -241,8 +267,9 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     phase = lambda st: {"steps": st["step"], "seconds": round(st["elapsed"], 1),  # noqa: E731
                         "final_loss": float(np.mean(st["losses"][-50:]))}  # mean of the last 50 steps
     info = {"plan": asdict(plan), "scaling_factor": scale, "data": counts, "sources": SOURCES,
-            "vae": phase(vae_state), "text": phase(text_state), "unet": phase(unet_state),
-            **({"unet_restart": phase(restart)} if plan.unet_restart_steps else {}), "decoder": phase(dec_state),
+            "vae": phase(vae_state) if vae_state else f"kept from {plan.init}", "text": phase(text_state),
+            "unet": phase(unet_state), **({"unet_restart": phase(restart)} if plan.unet_restart_steps else {}),
+            "decoder": phase(dec_state) if dec_state else f"kept from {plan.init}",
             "wall_s_this_run": round(time.perf_counter() - t0, 1)}
     (dest / "dreamsolo_toy.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

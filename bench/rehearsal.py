@@ -69,15 +69,18 @@ def study_edits(model: str, steps: int, stage2: str = "full") -> dict:
 
 def random_dino(path: Path) -> None:
     """DINO ViT-S/16 with seeded random weights as a local weights file: loaded by timm at its real 224 px
-    input (`random` would build it at 64 px, the library's shortcut for offline runs)."""
+    input (`random` would build it at 64 px, the library's shortcut for offline runs); its metadata says
+    random init, so the report calls it random."""
     import timm
     import torch
     from safetensors.torch import save_file
 
+    from dreamsolo.metrics.dino import RANDOM_INIT
+
     torch.manual_seed(0)
     model = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path, metadata=RANDOM_INIT)
 
 
 def stage_commands(study) -> list[tuple[str, list[str]]]:

@@ -148,3 +148,22 @@ def test_a_probe_past_the_memory_limit_is_a_row_and_the_other_settings_still_pre
     assert len(rows) == 4
     for cells in rows:  # fp32, bf16, bf16 + 8-bit Adam: no probe; the two checkpointing columns: predicted
         assert [c.strip() for c in cells[:3]] == ["n/a"] * 3 and all(float(c) > 0 for c in cells[3:]), cells
+
+
+def test_the_rehearsals_random_dino_file_is_reported_as_random(tmp_path):
+    """The rehearsal loads DINO from a weights file (timm's real 224 px); the file says it is a random init,
+    so the report calls DINO random. The same weights without that metadata count as pretrained."""
+    from safetensors.torch import load_file, save_file
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from rehearsal import random_dino
+
+    from dreamsolo.metrics.dino import load_dino
+
+    marked, plain = tmp_path / "random.safetensors", tmp_path / "plain.safetensors"
+    random_dino(marked)
+    save_file(load_file(marked), plain)
+    name = "vit_small_patch16_224.dino"
+    assert load_dino(name, str(marked)).pretrained is False
+    assert load_dino(name, str(plain)).pretrained is True
+    assert load_dino(name, str(marked)).model.patch_embed.img_size == (224, 224)

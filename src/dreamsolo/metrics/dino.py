@@ -99,7 +99,21 @@ def load_dino(name: str, pretrained: bool | str, device: str | torch.device = "c
         raise ValueError(f"evaluate.dino_model: {name!r} is not a timm model (timm.list_models() lists them; "
                          "toy-dino is this project's)") from None
     return DinoEvaluator(model=model, preprocess=_preprocess(model), device=torch.device(device),
-                         name=name, pretrained=pretrained is not False)
+                         name=name, pretrained=pretrained is not False and not declared_random(pretrained))
+
+
+RANDOM_INIT = {"dreamsolo_init": "random"}  # safetensors metadata of a weights file saved from a random init
+
+
+def declared_random(pretrained: bool | str) -> bool:
+    """Whether a local weights file says (in its safetensors metadata) that it holds random weights: the
+    real-size rehearsal saves DINO that way to load it at its real 224 px; its report must say random."""
+    if not isinstance(pretrained, str) or not pretrained.endswith(".safetensors"):
+        return False
+    from safetensors import safe_open
+
+    with safe_open(pretrained, framework="pt") as f:
+        return (f.metadata() or {}).get("dreamsolo_init") == RANDOM_INIT["dreamsolo_init"]
 
 
 def dino_score(sample_emb: torch.Tensor, ref_emb: torch.Tensor) -> torch.Tensor:

@@ -46,7 +46,7 @@ def parse() -> argparse.Namespace:
     m.add_argument("--decoder-share", type=float, default=0.1)
     m.add_argument("--init", type=Path, help="a toy pipeline folder to continue (its VAE kept: no VAE or decoder phase)")
     m.add_argument("--head", choices=("caption", "noun"), default="caption",
-                   help="what the text encoder's classification term tells apart")
+                   help="what the text encoder's classification term tells apart (noun: see docs/TOY.md, retrain 3)")
     for name in ("clip", "dino"):
         cmds[name].add_argument("--steps", type=int, required=True)
     a = ap.parse_args()

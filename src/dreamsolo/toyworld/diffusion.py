@@ -74,7 +74,9 @@ class Plan:
     warmup: int = 100
     uncond: float = 0.1  # caption dropout, so classifier-free guidance has an unconditional model
     save_every_s: float = 60.0
-    head: str = "caption"  # what CaptionHead classifies: the whole caption, or its noun ("noun": the pool's class)
+    # what CaptionHead classifies: the whole caption, or its noun (the pool's class). Retrain 3 (noun) lost its
+    # identifiers: `<V> cat` bound the instance as well as `<S> cat` (docs/TOY.md); caption stays the default
+    head: str = "caption"
     init: str | None = None  # a toy pipeline folder to continue from: its VAE kept as is (no VAE/decoder phase)
 
 

@@ -236,8 +236,6 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
         text_encoder = CLIPTextModel.from_pretrained(init / "text_encoder")
         tokenizer = CLIPTokenizer.from_pretrained(init / "tokenizer")
         vae_state = None
-        scale = float(vae.config.scaling_factor)
-        lat = encode_pool(vae, images, ckpt)
     else:
         vae, unet = AutoencoderKL(**VAE), UNet2DConditionModel(**UNET)
         with torch.no_grad():  # start with a small posterior std (e^-4): at std 1 the decoder first
@@ -246,9 +244,10 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
         write_clip_bpe(ckpt / "tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(ckpt / "tokenizer", model_max_length=77)
         vae_state = train_vae(vae, images, ckpt, plan)
-        lat = encode_pool(vae, images, ckpt)
-        scale = float(1.0 / lat["mean"].std())  # unit-variance latents, as SD's 0.18215 is for its VAE
-        vae.register_to_config(scaling_factor=scale)
+    lat = encode_pool(vae, images, ckpt)
+    if not plan.init:  # unit-variance latents, as SD's 0.18215 is for its VAE; an init keeps its own
+        vae.register_to_config(scaling_factor=float(1.0 / lat["mean"].std()))
+    scale = float(vae.config.scaling_factor)
     noise = DDPMScheduler.from_config(DDIMScheduler(**SCHEDULER_TOY).config)  # as train_stage builds its own
     uniq, _, ids = caption_ids(tokenizer, captions)
     target = head_targets(uniq, captions, pool.classes, plan.head)

@@ -4,17 +4,23 @@ MLflow runs tagged with the point, and a resumed sweep that reruns only the miss
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import math
+import os
 import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from dreamsolo.sweeps.queue import declared_params
+from dreamsolo.sweeps.queue import declared_params, queue_states
 from dreamsolo.sweeps.spec import SweepError, load_sweep
-from studykit import REPO, copy_study, make_study, mlflow_client, run
+from studykit import REPO, copy_study, env, make_study, mlflow_client, run
 
 GRID = """t:
   pairs: [cat_grass]
@@ -183,6 +189,21 @@ def test_each_point_is_tagged_in_mlflow_and_the_report_is_one_run(swept):
     assert {"sweeps/t/index.html", "sweeps/t/index.md", "sweeps/t/by_category.yaml"} <= arts
 
 
+def _kill_workers_once_running(root: Path, name: str, proc: subprocess.Popen, limit_s: float = 300) -> bool:
+    """SIGKILL every live queue worker of `root` as soon as DVC shows point `name` Running."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s and proc.poll() is None:
+        time.sleep(1)
+        if queue_states(root).get(name) != "Running":
+            continue
+        pids = [json.loads(f.read_text())["pid"] for f in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json")]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return bool(pids)
+    return False
+
+
 @pytest.mark.e2e
 def test_an_interrupted_sweep_resumes_with_only_the_missing_point(swept):
     root, _ = swept
@@ -191,8 +212,20 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_point(swept):
     before = {n: r["rev"] for n, r in _exp_metrics(root).items()}
     run(["dvc", "exp", "remove", gone], root)  # as if the sweep had stopped before this point finished
     shutil.rmtree(root / "reports/sweeps/t")
-    again = run(["dreamsolo", "sweep", "t", "-j", "2"], root, timeout=1200)
-    assert "1 done, 1 queued now" in again.stdout, again.stdout
+    # and its queue worker is killed under it: DVC then shows the point Running for ever; the sweep must see
+    # that no process runs it, queue it again and finish (CI once waited 20 minutes on such a point)
+    proc = subprocess.Popen(["dreamsolo", "sweep", "t", "-j", "2"], cwd=root, env=env(root), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed = _kill_workers_once_running(root, gone, proc)
+    try:  # the point takes about 35 s here; a sweep waiting on a dead worker would wait for ever
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the sweep still waits on {gone} after 300 s: {proc.communicate()[0][-1000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    assert killed, "the point never showed Running"
+    assert "1 done, 1 queued now" in out, out
+    assert f"{gone}: its queue worker died while running it; queued again" in out, out
     after = {n: r["rev"] for n, r in _exp_metrics(root).items()}
     assert {n: after[n] for n in before if n != gone} == {n: before[n] for n in before if n != gone}
     assert gone in after

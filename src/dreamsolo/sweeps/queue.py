@@ -5,6 +5,7 @@ change are skipped (dvc.lock) or restored from DVC's run cache, as in any `dvc e
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -48,22 +49,57 @@ def finished(root: Path) -> set[str]:
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def queue_states(root: Path) -> dict[str, str]:
-    """name -> Queued | Running | Success | Failed, for the tasks DVC's queue knows."""
+def queue_tasks(root: Path) -> dict[str, dict]:
+    """name -> DVC's task record (status Queued | Running | Success | Failed, and its stash rev)."""
     from dvc.repo import Repo
 
     with Repo(str(root)) as repo:
         tasks = [t for t in repo.experiments.celery_queue.status() if t.get("name")]
     # a name queued again keeps its old task's record too: the newest task is the point's state
     tasks.sort(key=lambda t: str(t.get("timestamp") or ""))
-    return {t["name"]: t["status"] for t in tasks}
+    return {t["name"]: t for t in tasks}
 
 
-def workers_alive(root: Path) -> int:
-    from dvc.repo import Repo
+def queue_states(root: Path) -> dict[str, str]:
+    return {name: t["status"] for name, t in queue_tasks(root).items()}
 
-    with Repo(str(root)) as repo:
-        return len(repo.experiments.celery_queue.worker_status())
+
+def _running(pid_file: Path, marker: bytes) -> bool:
+    """Whether the process a dvc-task pid file names is alive and still that process (pids are reused:
+    its command line is checked where /proc exists)."""
+    try:
+        info = json.loads(pid_file.read_text())
+        pid = int(info["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if info.get("returncode") is not None:
+        return False
+    if not Path("/proc").is_dir():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def live_workers(root: Path) -> int:
+    """DVC's queue workers of this repo that are alive, from the pid files `dvc queue start` leaves. Not
+    celery's `inspect`: a busy worker may not answer it (dvc#10427), and a dead one never does."""
+    return sum(_running(f, b"queue-worker") for f in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"))
+
+
+def lost(root: Path, task: dict) -> bool:
+    """A task DVC shows as Running that nothing runs: no worker alive and no `dvc exp exec-run` of its rev.
+    A worker killed mid-point leaves it so for ever (its message was taken, its result never comes)."""
+    rev = str(task.get("rev") or "")
+    return task.get("status") == "Running" and live_workers(root) == 0 and not _running(
+        root / ".dvc/tmp/exps/run" / rev / f"{rev}.json", b"exec-run")
 
 
 @dataclass
@@ -124,23 +160,45 @@ def _start_workers(root: Path, jobs: int) -> None:
         raise SweepRunError(f"dvc queue start -j {jobs} failed ({rc}): {log.read_text().strip()[-500:]}")
 
 
+def _requeue_lost(root: Path, sweep: Sweep, progress: Progress, tasks: dict[str, dict], requeued: set[str]) -> None:
+    """Queue again each waiting point whose worker died under it (once: a second loss fails the point)."""
+    points = {p.name: p for p in sweep.points}
+    for name in sorted(n for n in progress.pending if lost(root, tasks.get(n, {}))):
+        if name in requeued:
+            progress.pending.discard(name)
+            progress.failed.add(name)
+            continue
+        tqdm.write(f"sweep {sweep.name}: {name}: its queue worker died while running it; queued again")
+        # DVC marks a task whose process is gone as failed on `queue kill` (else `dvc exp show` keeps reading
+        # its half-removed run folder); then the failed task is forgotten, as queue_missing does
+        rev = str(tasks[name]["rev"])
+        dvc(root, "queue", "kill", rev, check=False)
+        dvc(root, "queue", "remove", rev, check=False)
+        _queue(root, points[name], sweep.targets)
+        requeued.add(name)
+
+
 def run_queue(root: Path, sweep: Sweep, progress: Progress, jobs: int) -> Progress:
     """Start `jobs` workers and wait, with a progress bar of points done / total (tqdm's ETA)."""
     names = {p.name for p in sweep.points}
     if progress.pending:
         _start_workers(root, jobs)
     bar = tqdm(total=progress.total, initial=len(progress.done), desc=f"sweep {sweep.name}", unit="point")
-    idle = 0
+    no_worker, requeued = 0, set()
     with bar:
         while progress.pending:
             time.sleep(POLL_S)
-            states = queue_states(root)
-            # DVC's workers can stop with tasks still queued (a stale `dvc queue stop` in its broker shuts
-            # new workers down): points waiting with no worker alive get workers again
-            idle = idle + 1 if not any(states.get(n) == "Running" for n in progress.pending) else 0
-            if idle >= 3 and workers_alive(root) == 0:
-                _start_workers(root, jobs)
-                idle = 0
+            tasks = queue_tasks(root)
+            # no worker alive for three polls while points wait: DVC's workers can stop with tasks queued (a
+            # stale `dvc queue stop` in its broker), or die mid-point (that task shows Running for ever)
+            no_worker = no_worker + 1 if live_workers(root) == 0 else 0
+            if no_worker >= 3:
+                _requeue_lost(root, sweep, progress, tasks, requeued)
+                tasks = queue_tasks(root)
+                if progress.pending:
+                    _start_workers(root, jobs)
+                no_worker = 0
+            states = {n: t["status"] for n, t in tasks.items()}
             now_done = {n for n in progress.pending if states.get(n) == "Success"}
             now_failed = {n for n in progress.pending if states.get(n) == "Failed" or n not in states}
             if now_done:  # Success in the queue and a ref in git: count it once the ref exists

@@ -172,7 +172,7 @@ def test_pretrain_resumes_and_loads(tmp_path):
     assert pipe.tokenizer.tokenize("a photo of sks cat") == ["a</w>", "photo</w>", "of</w>", "sks</w>", "cat</w>"]
 
 
-def test_pretrain_continues_a_toy_pipeline_with_its_vae_and_a_noun_head(tmp_path):
+def test_pretrain_continues_a_toy_pipeline_with_its_vae_a_noun_head_or_its_text_encoder(tmp_path):
     from safetensors.torch import load_file
 
     from dreamsolo.toyworld.diffusion import Plan, head_targets, pretrain_toy
@@ -193,3 +193,12 @@ def test_pretrain_continues_a_toy_pipeline_with_its_vae_and_a_noun_head(tmp_path
     unet = [load_file(tmp_path / d / "unet" / "diffusion_pytorch_model.safetensors") for d in ("first", "next")]
     assert any(not torch.equal(unet[0][k], unet[1][k]) for k in unet[0])  # the UNet trained on
     assert info["unet"]["steps"] == 2 and info["vae"].startswith("kept from") and info["plan"]["head"] == "noun"
+    # --freeze-text: the init's text encoder too, bit for bit (the identifiers' neighbourhood), the UNet trained on
+    frozen = pretrain_toy(tmp_path / "frozen", tmp_path / "ck3", Plan(unet_steps=2, init=str(tmp_path / "first"),
+                                                                     freeze_text=True, **small), pool)
+    text = [load_file(tmp_path / d / "text_encoder" / "model.safetensors") for d in ("first", "next", "frozen")]
+    assert all(torch.equal(text[0][k], text[2][k]) for k in text[0])
+    assert any(not torch.equal(text[0][k], text[1][k]) for k in text[0])  # what the flag prevents
+    unet3 = load_file(tmp_path / "frozen" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(unet[0][k], unet3[k]) for k in unet[0])
+    assert frozen["text"].startswith("kept from") and frozen["unet"]["steps"] == 2

@@ -47,11 +47,15 @@ def parse() -> argparse.Namespace:
     m.add_argument("--init", type=Path, help="a toy pipeline folder to continue (its VAE kept: no VAE or decoder phase)")
     m.add_argument("--head", choices=("caption", "noun"), default="caption",
                    help="what the text encoder's classification term tells apart (noun: see docs/TOY.md, retrain 3)")
+    m.add_argument("--freeze-text", action="store_true",
+                   help="with --init: keep its text encoder as is (the identifiers' neighbourhood; docs/TOY.md)")
     for name in ("clip", "dino"):
         cmds[name].add_argument("--steps", type=int, required=True)
     a = ap.parse_args()
     if a.what == "model" and not a.seconds and not (a.unet_steps and (a.init or a.vae_steps and a.decoder_steps)):
         m.error("give --seconds, or --vae-steps, --unet-steps and --decoder-steps (--unet-steps alone with --init)")
+    if a.what == "model" and a.freeze_text and not a.init:
+        m.error("--freeze-text keeps an --init's text encoder: give --init")
     return a
 
 
@@ -75,7 +79,8 @@ def main() -> None:
         plan = Plan(seed=a.seed, images=a.images, vae_steps=a.vae_steps, unet_steps=a.unet_steps,
                     unet_restart_steps=a.unet_restart_steps,
                     decoder_steps=a.decoder_steps, seconds=a.seconds, vae_share=a.vae_share,
-                    decoder_share=a.decoder_share, head=a.head, init=str(a.init) if a.init else None)
+                    decoder_share=a.decoder_share, head=a.head, init=str(a.init) if a.init else None,
+                    freeze_text=a.freeze_text)
         info = pretrain_toy(a.out, ckpt, plan, pool)
         print(json.dumps({k: info[k] for k in ("vae", "unet", "decoder", "scaling_factor", "wall_s_this_run")}))
     elif a.what == "clip":

@@ -78,6 +78,9 @@ class Plan:
     # identifiers: `<V> cat` bound the instance as well as `<S> cat` (docs/TOY.md); caption stays the default
     head: str = "caption"
     init: str | None = None  # a toy pipeline folder to continue from: its VAE kept as is (no VAE/decoder phase)
+    # with `init`: its text encoder kept as is too (no text phase, no caption term), so the identifiers' token
+    # neighbourhood the method tests rely on cannot move; only the UNet learns the new pool
+    freeze_text: bool = False
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -198,12 +201,15 @@ def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, toke
         z = (lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=gen)) * scale
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z),), generator=gen)
-        text = text_encoder(ids[cap])[0]
+        with torch.set_grad_enabled(not plan.freeze_text):
+            text = text_encoder(ids[cap])[0]
         pred = unet(scheduler.add_noise(z, noise, t), t, encoder_hidden_states=text).sample
         goal = scheduler.get_velocity(z, noise, t) if v_pred else noise
         loss = ((pred - goal).pow(2).mean(dim=(1, 2, 3)) * weight[t]).mean()
         kept = cap != len(uniq) - 1
-        return loss + plan.text_weight * head.loss(text[kept], target[cap[kept]]) if kept.any() else loss
+        if plan.freeze_text or not kept.any():
+            return loss
+        return loss + plan.text_weight * head.loss(text[kept], target[cap[kept]])
 
     # Weight on the x0 error clamp(SNR, 1, 5): Min-SNR-5 (Hang et al., ICCV 2023) keeps the low-noise
     # steps, whose noise cannot be predicted, from dominating; the floor of 1 ("truncated SNR",
@@ -214,7 +220,7 @@ def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, toke
     weight = snr.clamp(1.0, 5.0) / (snr + 1 if v_pred else snr.clamp(min=1e-8))
 
     seconds = plan.seconds * (1 - plan.vae_share - plan.decoder_share) if plan.seconds else None
-    modules = {"unet": unet, "text_encoder": text_encoder, "head": head}
+    modules = {"unet": unet} if plan.freeze_text else {"unet": unet, "text_encoder": text_encoder, "head": head}
     if restart:  # from the first cycle's weights, a fresh optimizer and schedule (SGDR, Loshchilov & Hutter 2017)
         return run_phase("unet_restart", ckpt, modules, plan.unet_lr, plan, plan.unet_restart_steps, None, step)
     return run_phase("unet", ckpt, modules, plan.unet_lr, plan, plan.unet_steps, seconds, step)
@@ -253,7 +259,8 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     target = head_targets(uniq, captions, pool.classes, plan.head)
     torch.manual_seed(plan.seed + 1)  # the head's init, the same whether or not earlier phases resumed
     head = CaptionHead(TEXT["hidden_size"], int(target.max()) + 1)
-    text_state = train_text(text_encoder, head, ids, target, ckpt, plan)
+    text_encoder.requires_grad_(not plan.freeze_text)
+    text_state = None if plan.freeze_text else train_text(text_encoder, head, ids, target, ckpt, plan)
     train = (unet, text_encoder, head, target, tokenizer, noise, lat, captions, scale, ckpt, plan)
     unet_state = train_unet(*train)
     if plan.unet_restart_steps:  # 5,000 steps were 1.8 passes over the pool; this adds more, exact on resume
@@ -268,7 +275,7 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     phase = lambda st: {"steps": st["step"], "seconds": round(st["elapsed"], 1),  # noqa: E731
                         "final_loss": float(np.mean(st["losses"][-50:]))}  # mean of the last 50 steps
     info = {"plan": asdict(plan), "scaling_factor": scale, "data": counts, "sources": SOURCES,
-            "vae": phase(vae_state) if vae_state else f"kept from {plan.init}", "text": phase(text_state),
+            "vae": phase(vae_state) if vae_state else f"kept from {plan.init}", "text": phase(text_state) if text_state else f"kept from {plan.init}",
             "unet": phase(unet_state), **({"unet_restart": phase(restart)} if plan.unet_restart_steps else {}),
             "decoder": phase(dec_state) if dec_state else f"kept from {plan.init}",
             "wall_s_this_run": round(time.perf_counter() - t0, 1)}

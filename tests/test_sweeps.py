@@ -236,6 +236,29 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_point(swept):
     assert len(pd.read_csv(root / "reports/sweeps/t/results.csv")) == 3
 
 
+def test_queue_workers_start_on_a_store_that_exists(tmp_path, monkeypatch):
+    """A fresh study's first `-j 2` sweep: both workers' first stages migrated the new mlflow.db at once and
+    one failed ("duplicate column name: step"). The store is created before `dvc queue start`."""
+    import sqlite3
+
+    from dreamsolo.sweeps import queue
+
+    seen, real_run = {}, subprocess.run
+
+    def start(cmd, **kw):  # stands in for `dvc queue start`: what would the workers find?
+        if cmd[:3] != ["dvc", "queue", "start"]:
+            return real_run(cmd, **kw)
+        con = sqlite3.connect(tmp_path / "mlflow.db")
+        seen["tables"] = {r[0] for r in con.execute("select name from sqlite_master where type = 'table'")}
+        con.close()
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(queue.subprocess, "run", start)
+    queue._start_workers(tmp_path, 2)
+    assert {"experiments", "runs", "metrics", "alembic_version"} <= seen["tables"], seen
+
+
 def test_the_shipped_sweeps_are_valid():
     from dreamsolo.sweeps.spec import load_sweeps
 

@@ -148,13 +148,26 @@ def worker_env(root: Path, jobs: int = 1) -> dict[str, str]:
     return env
 
 
+def ensure_store(uri: str) -> None:
+    """Create a new local SQLite store's tables now, in this one process. MLflow migrates a database on first
+    use: two workers' first stages on a fresh study both migrated it at once, and one failed with
+    "duplicate column name"."""
+    if not uri.startswith("sqlite:///") or Path(uri[len("sqlite:///"):]).is_file():
+        return
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(uri).search_experiments(max_results=1)
+
+
 def _start_workers(root: Path, jobs: int) -> None:
     """`dvc queue start -j N`. Its workers outlive it and inherit its output: a pipe would make us wait
     for them, so the output goes to a file (read back if the start itself fails)."""
+    env = worker_env(root, jobs)
+    ensure_store(env["MLFLOW_TRACKING_URI"])  # the workers' first stages would each migrate a new store at once
     log = root / ".dvc" / "tmp" / "dreamsolo-queue-start.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
-        rc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=worker_env(root, jobs),
+        rc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env,
                             stdout=fh, stderr=subprocess.STDOUT).returncode
     if rc != 0:
         raise SweepRunError(f"dvc queue start -j {jobs} failed ({rc}): {log.read_text().strip()[-500:]}")

@@ -202,6 +202,8 @@ def test_a_sweep_of_another_study_version_is_stale():
     base = s["point"] == "baseline"
     s.loc[base, "lpips_instance"] = [here.loc[p, sd] for p, sd in zip(s.loc[base, "pair"], s.loc[base, "seed"])]
     assert stale(s, tuned) is None
+    # a report that left its baseline out (HEAD's results were not its own: sweeps.collect) is stale too
+    assert "no baseline" in stale(s[~base], tuned)
 
 
 def test_verdict_rules_at_their_edges():

@@ -20,7 +20,7 @@ import pytest
 
 from dreamsolo.sweeps.queue import declared_params, queue_states
 from dreamsolo.sweeps.spec import SweepError, load_sweep
-from studykit import REPO, copy_study, env, make_study, mlflow_client, run
+from studykit import REPO, copy_study, edit_params, env, make_study, mlflow_client, run
 
 GRID = """t:
   pairs: [cat_grass]
@@ -234,6 +234,27 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_point(swept):
     assert "Stage 'train_instance@cat_grass' is cached - skipping run" in log, log[-2000:]
     assert "Running stage 'train_instance@cat_grass'" not in log
     assert len(pd.read_csv(root / "reports/sweeps/t/results.csv")) == 3
+
+
+@pytest.mark.e2e
+def test_a_baseline_whose_committed_results_are_not_its_own_is_left_out(swept, tmp_path):
+    """The baseline row reads the reports committed at HEAD: with a change the stages read (not reproduced),
+    those numbers are not the baseline's, so the report leaves the row out and says why."""
+    from dreamsolo.sweeps.collect import baseline_stale
+    from dreamsolo.sweeps.report import write_report
+
+    root = copy_study(swept[0], tmp_path / "study")
+    sweep = load_sweep(root, "t")
+    assert baseline_stale(root, sweep) is None
+    edit_params(root, {"pairs.cat_grass.train_scene": {"steps": 7}})  # Stage I of the swept pair: not reproduced
+    dest = write_report(root, sweep, log=False)
+    assert "baseline" not in set(pd.read_csv(dest / "results.csv")["point"])
+    assert "baseline" not in set(pd.read_csv(dest / "samples.csv")["point"])
+    page = (dest / "index.md").read_text()
+    assert "no baseline row: the results committed at HEAD are not its params' (the work tree differs from HEAD " \
+           "(params.yaml))" in page, page[:1500]
+    run(["git", "commit", "-qam", "Stage I steps, not reproduced"], root)  # a clean tree; DVC finds it stale
+    assert baseline_stale(root, sweep).startswith("dvc status: "), baseline_stale(root, sweep)
 
 
 def test_queue_workers_start_on_a_store_that_exists(tmp_path, monkeypatch):

@@ -302,6 +302,8 @@ def stale(samples: pd.DataFrame, tuned: pd.DataFrame) -> str | None:
     """Why a sweep's baseline is not this study (another commit's numbers), or None: its baseline fidelity
     per pair and seed must equal the study's."""
     base = samples[samples["point"] == "baseline"].set_index(["pair", "seed"])["lpips_instance"]
+    if base.empty:  # the sweep report left it out: HEAD's committed results were not its own (sweeps.collect)
+        return "its report has no baseline (the study was not reproduced when it was written): rerun it"
     here = F.by_seed(tuned, "instance", "lpips_instance").stack()
     here.index = here.index.set_names(["pair", "seed"])
     common = base.index.intersection(here.index)

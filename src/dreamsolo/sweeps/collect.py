@@ -112,21 +112,41 @@ def _samples_of(root: Path, rev: str, sweep: Sweep, point: str, settings: dict[s
     return rows
 
 
-def collect_samples(root: Path, sweep: Sweep) -> pd.DataFrame:
+def baseline_stale(root: Path, sweep: Sweep) -> str | None:
+    """Why the reports committed at HEAD do not stand for HEAD's params and code, or None. The baseline row
+    reads them; they are HEAD's own only if the files the stages read are HEAD's (sweeps.yaml and the sweep
+    reports are read by none) and DVC finds the swept pairs' stages up to date."""
+    changed = [line[3:] for line in _git(root, "status", "--porcelain", "--untracked-files=no").splitlines()
+               if line[3:] != "sweeps.yaml" and not line[3:].startswith("reports/sweeps/")]
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        return f"the work tree differs from HEAD ({changed[0]}{more})"
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        targets = [f"{root.resolve() / 'dvc.yaml'}:{t}" for t in sweep.targets]  # DVC reads a bare name from the cwd
+        stale = sorted(repo.status(targets=targets, with_deps=True))
+    if stale:
+        return f"dvc status: {len(stale)} stage(s) changed since HEAD's results ({', '.join(stale[:3])})"
+    return None
+
+
+def collect_samples(root: Path, sweep: Sweep, baseline: bool = True) -> pd.DataFrame:
     """One row per (point, pair, seed) of every finished point and the baseline: samples.csv."""
     revs = experiment_revs(root)
     rows = []
-    for point, rev in [("baseline", "HEAD"), *((p.name, revs[p.name]) for p in sweep.points if p.name in revs)]:
+    base = [("baseline", "HEAD")] if baseline else []
+    for point, rev in [*base, *((p.name, revs[p.name]) for p in sweep.points if p.name in revs)]:
         params = load_yaml_text(_show(root, rev, "params.yaml"))
         rows += _samples_of(root, rev, sweep, point, {k: get_key(params, k)[1] for k in sweep.keys})
     return pd.DataFrame(rows)
 
 
-def collect(root: Path, sweep: Sweep) -> tuple[pd.DataFrame, list[str]]:
+def collect(root: Path, sweep: Sweep, baseline: bool = True) -> tuple[pd.DataFrame, list[str]]:
     """(rows of every finished point, names of points without an experiment yet). The baseline (the
-    commit's own params and results) comes first as point `baseline`, for reference."""
+    commit's own params and results) comes first as point `baseline`, for reference, unless left out."""
     revs = experiment_revs(root)
-    rows = _rows_of(root, "HEAD", sweep, "baseline", "params.yaml as committed")
+    rows = _rows_of(root, "HEAD", sweep, "baseline", "params.yaml as committed") if baseline else []
     missing = []
     for p in sweep.points:
         if p.name in revs:

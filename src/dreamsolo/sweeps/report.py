@@ -12,7 +12,7 @@ import pandas as pd
 from dreamsolo.files import atomic_dir
 from dreamsolo.params import read_yaml
 from dreamsolo.sweeps import curves
-from dreamsolo.sweeps.collect import METRICS, collect, collect_samples
+from dreamsolo.sweeps.collect import METRICS, baseline_stale, collect, collect_samples
 from dreamsolo.sweeps.spec import Sweep
 from dreamsolo.sweeps.summary import (best, by_category, category_block, directions, rule_text, study_wide,
                                       table_rows)
@@ -41,7 +41,7 @@ def _best_cells(chosen: dict[str, dict]) -> list[list[str]]:
 
 
 def _sections(df: pd.DataFrame, cats: pd.DataFrame, sweep: Sweep, chosen: dict, block: str,
-              missing: list[str], figures: list[Path]) -> list[tuple[str, str, object]]:
+              missing: list[str], figures: list[Path], stale: str | None = None) -> list[tuple[str, str, object]]:
     """(kind, title, payload) in page order; both writers render the same list."""
     random = [m.name for m in METRICS if df[f"{m.name}_random"].any()]
     out: list[tuple[str, str, object]] = [("p", "", sweep.description or f"sweep {sweep.name}")]
@@ -49,6 +49,8 @@ def _sections(df: pd.DataFrame, cats: pd.DataFrame, sweep: Sweep, chosen: dict, 
                          f"pairs: {', '.join(sweep.pairs)}; swept: {', '.join(sweep.keys)}."))
     if missing:
         out.append(("warn", "", f"not finished yet (rerun `dreamsolo sweep {sweep.name}`): {', '.join(missing)}"))
+    if stale:
+        out.append(("warn", "", f"no baseline row: the results committed at HEAD are not its params' ({stale})"))
     if random:
         out.append(("warn", "", "random evaluators, numbers not meaningful: " + ", ".join(random)
                     + " (the LPIPS columns and class drift use the pretrained LPIPS)"))
@@ -111,7 +113,8 @@ def _html(title: str, sections: list) -> str:
 
 def write_report(root: Path, sweep: Sweep, log: bool = True) -> Path:
     """Read the finished points from DVC, write the folder atomically, log it to MLflow."""
-    df, missing = collect(root, sweep)
+    stale = baseline_stale(root, sweep)  # then HEAD's committed numbers are not the baseline's: left out
+    df, missing = collect(root, sweep, baseline=stale is None)
     if len(df[df["point"] != "baseline"]) == 0:
         raise ValueError(f"sweep {sweep.name}: no finished point yet (run `dreamsolo sweep {sweep.name}`)")
     cats = by_category(df, sweep)
@@ -121,11 +124,12 @@ def write_report(root: Path, sweep: Sweep, log: bool = True) -> Path:
     dest = sweep_dir(root, sweep.name)
     with atomic_dir(dest) as tmp:
         figures = [curves.metric_curves(df, sweep, k, tmp) for k in sweep.keys] + [curves.tradeoff(df, sweep, tmp)]
-        sections = _sections(df, cats, sweep, chosen, block, missing, figures)
+        sections = _sections(df, cats, sweep, chosen, block, missing, figures, stale)
         (tmp / "index.md").write_text(_markdown(title, sections))
         (tmp / "index.html").write_text(_html(title, sections))
         df.to_csv(tmp / "results.csv", index=False)
-        collect_samples(root, sweep).to_csv(tmp / "samples.csv", index=False)  # per seed: the findings page
+        samples = collect_samples(root, sweep, baseline=stale is None)  # per seed: the findings page
+        samples.to_csv(tmp / "samples.csv", index=False)
         (tmp / "best.json").write_text(json.dumps({"rule": rule_text(sweep), **chosen, "missing": missing},
                                                   indent=2, default=str) + "\n")
         (tmp / "by_category.yaml").write_text(block)

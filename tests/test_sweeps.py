@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dreamsolo.sweeps.queue import declared_params, queue_states
+from dreamsolo.sweeps.queue import declared_params, queue_states, worker_pid_files
 from dreamsolo.sweeps.spec import SweepError, load_sweep
 from studykit import REPO, copy_study, edit_params, env, make_study, mlflow_client, run
 
@@ -196,7 +196,7 @@ def _kill_workers_once_running(root: Path, name: str, proc: subprocess.Popen, li
         time.sleep(1)
         if queue_states(root).get(name) != "Running":
             continue
-        pids = [json.loads(f.read_text())["pid"] for f in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json")]
+        pids = [json.loads(f.read_text())["pid"] for f in worker_pid_files(root)]
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

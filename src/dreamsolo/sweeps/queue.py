@@ -88,18 +88,23 @@ def _running(pid_file: Path, marker: bytes) -> bool:
         return False
 
 
+def worker_pid_files(root: Path) -> list[Path]:
+    """The pid files `dvc queue start` leaves, one per worker it spawned (dvc_task's ManagedProcess)."""
+    return sorted((root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"))
+
+
 def live_workers(root: Path) -> int:
-    """DVC's queue workers of this repo that are alive, from the pid files `dvc queue start` leaves. Not
-    celery's `inspect`: a busy worker may not answer it (dvc#10427), and a dead one never does."""
-    return sum(_running(f, b"queue-worker") for f in (root / ".dvc/tmp/exps/celery").glob("dvc-exp-worker-*.json"))
+    """DVC's queue workers of this repo that are alive, from their pid files. Not celery's `inspect`: a
+    busy worker may not answer it (dvc#10427), and a dead one never does."""
+    return sum(_running(f, b"queue-worker") for f in worker_pid_files(root))
 
 
-def lost(root: Path, task: dict) -> bool:
-    """A task DVC shows as Running that nothing runs: no worker alive and no `dvc exp exec-run` of its rev.
-    A worker killed mid-point leaves it so for ever (its message was taken, its result never comes)."""
+def orphaned(root: Path, task: dict) -> bool:
+    """With no worker alive: a task DVC shows as Running whose `dvc exp exec-run` is not running either. A
+    worker killed mid-point leaves it so for ever (its message was taken, its result never comes)."""
     rev = str(task.get("rev") or "")
-    return task.get("status") == "Running" and live_workers(root) == 0 and not _running(
-        root / ".dvc/tmp/exps/run" / rev / f"{rev}.json", b"exec-run")
+    return task.get("status") == "Running" and not _running(root / ".dvc/tmp/exps/run" / rev / f"{rev}.json",
+                                                             b"exec-run")
 
 
 @dataclass
@@ -174,9 +179,10 @@ def _start_workers(root: Path, jobs: int) -> None:
 
 
 def _requeue_lost(root: Path, sweep: Sweep, progress: Progress, tasks: dict[str, dict], requeued: set[str]) -> None:
-    """Queue again each waiting point whose worker died under it (once: a second loss fails the point)."""
+    """No worker is alive: queue again each waiting point whose worker died under it (once: a second loss
+    fails the point)."""
     points = {p.name: p for p in sweep.points}
-    for name in sorted(n for n in progress.pending if lost(root, tasks.get(n, {}))):
+    for name in sorted(n for n in progress.pending if orphaned(root, tasks.get(n, {}))):
         if name in requeued:
             progress.pending.discard(name)
             progress.failed.add(name)

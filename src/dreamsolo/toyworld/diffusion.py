@@ -194,6 +194,10 @@ def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, toke
     """Joint UNet + text-encoder denoising on the cached latents, with caption dropout, plus the caption
     classification term (CaptionHead) on the captions that were not dropped."""
     uniq, which, ids = caption_ids(tokenizer, captions)
+    frozen = None
+    if plan.freeze_text:  # a frozen encoder gives each caption one output: encode them once, not every step
+        with torch.no_grad():
+            frozen = torch.cat([text_encoder(chunk)[0] for chunk in ids.split(512)])
 
     def step(gen):
         idx = torch.randint(0, len(which), (plan.unet_batch,), generator=gen)
@@ -201,13 +205,12 @@ def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, toke
         z = (lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=gen)) * scale
         noise = torch.randn(z.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (len(z),), generator=gen)
-        with torch.set_grad_enabled(not plan.freeze_text):
-            text = text_encoder(ids[cap])[0]
+        text = frozen[cap] if frozen is not None else text_encoder(ids[cap])[0]
         pred = unet(scheduler.add_noise(z, noise, t), t, encoder_hidden_states=text).sample
         goal = scheduler.get_velocity(z, noise, t) if v_pred else noise
         loss = ((pred - goal).pow(2).mean(dim=(1, 2, 3)) * weight[t]).mean()
         kept = cap != len(uniq) - 1
-        if plan.freeze_text or not kept.any():
+        if frozen is not None or not kept.any():
             return loss
         return loss + plan.text_weight * head.loss(text[kept], target[cap[kept]])
 
@@ -275,7 +278,8 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     phase = lambda st: {"steps": st["step"], "seconds": round(st["elapsed"], 1),  # noqa: E731
                         "final_loss": float(np.mean(st["losses"][-50:]))}  # mean of the last 50 steps
     info = {"plan": asdict(plan), "scaling_factor": scale, "data": counts, "sources": SOURCES,
-            "vae": phase(vae_state) if vae_state else f"kept from {plan.init}", "text": phase(text_state) if text_state else f"kept from {plan.init}",
+            "vae": phase(vae_state) if vae_state else f"kept from {plan.init}",
+            "text": phase(text_state) if text_state else f"kept from {plan.init}",
             "unet": phase(unet_state), **({"unet_restart": phase(restart)} if plan.unet_restart_steps else {}),
             "decoder": phase(dec_state) if dec_state else f"kept from {plan.init}",
             "wall_s_this_run": round(time.perf_counter() - t0, 1)}

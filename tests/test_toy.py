@@ -94,6 +94,27 @@ def test_pool_round_trip(tmp_path):
     assert back.captions == pool.captions and back.keys == pool.keys and back.heldout.tolist() == [True, False, False]
 
 
+def test_identity_captions_name_each_cut_out_by_its_own_rare_word():
+    vocab = {"cat</w>": 40001, "zorb</w>": 40002, "sks</w>": 48136, "qux</w>": 40003, "ab</w>": 40004,
+             "kwee</w>": 100, "grass</w>": 40005, "plo": 40006}
+    caps = ["a photo of a cat on a grass field", "a watercolor painting of a cat", "a photo of a cat",
+            "a photo of a grass field", "a photo of an owl"] * 20
+    classes = ["cat", "cat", "cat", "grass field", "owl"] * 20
+    keys = ["clipart:a", "clipart:b", "", "", "emoji:c"] * 20
+    tokens = P.rare_tokens(vocab, caps, ["sks"])
+    assert tokens == ["qux", "zorb"]  # not a caption's word, not the study's, 3-5 letters, rare, a whole word
+    pool = P.Pool(np.zeros((100, 1, 1, 3), np.uint8), caps, classes, np.zeros(100, bool), keys, {})
+    out, n = P.identity_captions(pool, 0.5, tokens, seed=3)
+    assert (out, n) == P.identity_captions(pool, 0.5, tokens, seed=3) and 10 < n < 50
+    renamed = [(o, k) for o, c, k in zip(out, caps, keys) if o != c]
+    assert len(renamed) == n and all(k for _, k in renamed)  # only pictures of a cut-out, never a scene
+    word = {k: o.split(" of ")[1].split()[0] for o, k in renamed}
+    assert all(o.replace(f" of {word[k]} ", " of a ", 1).replace(" of a owl", " of an owl") in caps for o, k in renamed)
+    assert set(word.values()) <= set(tokens)
+    assert all(o.split(" of ")[1].split()[0] == word[k] for o, k in renamed)  # one word per cut-out
+    assert P.identity_captions(pool, 0.0, tokens, seed=3) == (caps, 0)
+
+
 def test_augment_keeps_the_crop_inside_and_is_seeded():
     from dreamsolo.toyworld.clip import augment
 
@@ -181,7 +202,8 @@ def test_pretrain_continues_a_toy_pipeline_with_its_vae_a_noun_head_or_its_text_
     rng = np.random.default_rng(1)
     caps = ["a photo of a cat", "a photo of a cat on a grass field", "a photo of a horse", "a photo of a grass field"]
     pool = P.Pool(rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8), caps * 2,
-                  ["cat", "cat", "horse", "grass field"] * 2, np.zeros(8, bool), [""] * 8, {"images": 8})
+                  ["cat", "cat", "horse", "grass field"] * 2, np.zeros(8, bool), ["k1", "k2", "k3", ""] * 2,
+                  {"images": 8})
     small = dict(images=8, vae_batch=2, unet_batch=2, text_steps=2, text_batch=2)
     pretrain_toy(tmp_path / "first", tmp_path / "ck1", Plan(vae_steps=2, unet_steps=2, decoder_steps=2, **small), pool)
     plan = Plan(unet_steps=2, head="noun", init=str(tmp_path / "first"), **small)
@@ -194,11 +216,12 @@ def test_pretrain_continues_a_toy_pipeline_with_its_vae_a_noun_head_or_its_text_
     assert any(not torch.equal(unet[0][k], unet[1][k]) for k in unet[0])  # the UNet trained on
     assert info["unet"]["steps"] == 2 and info["vae"].startswith("kept from") and info["plan"]["head"] == "noun"
     # --freeze-text: the init's text encoder too, bit for bit (the identifiers' neighbourhood), the UNet trained on
-    frozen = pretrain_toy(tmp_path / "frozen", tmp_path / "ck3", Plan(unet_steps=2, init=str(tmp_path / "first"),
-                                                                     freeze_text=True, **small), pool)
+    plan = Plan(unet_steps=2, init=str(tmp_path / "first"), freeze_text=True, identity_share=1.0, **small)
+    frozen = pretrain_toy(tmp_path / "frozen", tmp_path / "ck3", plan, pool)
     text = [load_file(tmp_path / d / "text_encoder" / "model.safetensors") for d in ("first", "next", "frozen")]
     assert all(torch.equal(text[0][k], text[2][k]) for k in text[0])
     assert any(not torch.equal(text[0][k], text[1][k]) for k in text[0])  # what the flag prevents
     unet3 = load_file(tmp_path / "frozen" / "unet" / "diffusion_pytorch_model.safetensors")
     assert any(not torch.equal(unet[0][k], unet3[k]) for k in unet[0])
     assert frozen["text"].startswith("kept from") and frozen["unet"]["steps"] == 2
+    assert frozen["data"]["identity_captions"] == 6 and frozen["data"]["identity_words"] > 1000  # the keyed six

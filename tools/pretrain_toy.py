@@ -49,6 +49,8 @@ def parse() -> argparse.Namespace:
                    help="what the text encoder's classification term tells apart (noun: see docs/TOY.md, retrain 3)")
     m.add_argument("--freeze-text", action="store_true",
                    help="with --init: keep its text encoder as is (the identifiers' neighbourhood; docs/TOY.md)")
+    m.add_argument("--identity-share", type=float, default=0.0,
+                   help="share of cut-out pictures captioned `a photo of <rare word> <noun>` (docs/TOY.md, retrain 6)")
     for name in ("clip", "dino"):
         cmds[name].add_argument("--steps", type=int, required=True)
     a = ap.parse_args()
@@ -57,6 +59,14 @@ def parse() -> argparse.Namespace:
     if a.what == "model" and a.freeze_text and not a.init:
         m.error("--freeze-text keeps an --init's text encoder: give --init")
     return a
+
+
+def study_identifiers() -> tuple[str, ...]:
+    """params.yaml's identifiers (prompts.*_token), which no pool caption may use."""
+    import yaml
+
+    prompts = yaml.safe_load(Path("params.yaml").read_text())["prompts"]
+    return (prompts["instance_token"], prompts["scene_token"])
 
 
 def main() -> None:
@@ -80,7 +90,8 @@ def main() -> None:
                     unet_restart_steps=a.unet_restart_steps,
                     decoder_steps=a.decoder_steps, seconds=a.seconds, vae_share=a.vae_share,
                     decoder_share=a.decoder_share, head=a.head, init=str(a.init) if a.init else None,
-                    freeze_text=a.freeze_text)
+                    freeze_text=a.freeze_text, identity_share=a.identity_share,
+                    identity_exclude=study_identifiers())
         info = pretrain_toy(a.out, ckpt, plan, pool)
         print(json.dumps({k: info[k] for k in ("vae", "unet", "decoder", "scaling_factor", "wall_s_this_run")}))
     elif a.what == "clip":

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dreamsolo.models.tiny import SCHEDULER, write_clip_bpe
-from dreamsolo.toyworld.pool import Pool
+from dreamsolo.toyworld.pool import Pool, identity_captions, rare_tokens
 from dreamsolo.toyworld.train import run_phase
 from dreamsolo.toyworld.sources import SOURCES
 
@@ -81,6 +81,10 @@ class Plan:
     # with `init`: its text encoder kept as is too (no text phase, no caption term), so the identifiers' token
     # neighbourhood the method tests rely on cannot move; only the UNet learns the new pool
     freeze_text: bool = False
+    # share of the cut-out pictures captioned `a photo of <rare word> <noun>`, the word fixed per cut-out
+    # (pool.identity_captions): what the study's identifiers are; 0 = the pool's captions as they are
+    identity_share: float = 0.0
+    identity_exclude: tuple[str, ...] = ("sks", "olis")  # the study's identifiers: never a pool word
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -257,6 +261,10 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     if not plan.init:  # unit-variance latents, as SD's 0.18215 is for its VAE; an init keeps its own
         vae.register_to_config(scaling_factor=float(1.0 / lat["mean"].std()))
     scale = float(vae.config.scaling_factor)
+    if plan.identity_share:
+        tokens = rare_tokens(tokenizer.get_vocab(), captions, list(plan.identity_exclude))
+        captions, renamed = identity_captions(pool, plan.identity_share, tokens, plan.seed)
+        counts = counts | {"identity_captions": renamed, "identity_words": len(tokens)}
     noise = DDPMScheduler.from_config(DDIMScheduler(**SCHEDULER_TOY).config)  # as train_stage builds its own
     uniq, _, ids = caption_ids(tokenizer, captions)
     target = head_targets(uniq, captions, pool.classes, plan.head)

@@ -8,6 +8,7 @@ images never reach the evaluators' training, so their validation runs on objects
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +122,31 @@ class Composer:
             return im, cap, noun, src.heldout(c.key), f"{c.source}:{c.key}"
         photo, noun = self.pick(self.photos)
         return sc.crop(photo, rng, 0.3, 1.0), caption("photo", article(noun)), noun, bool(rng.random() < 0.1), ""
+
+
+def rare_tokens(vocab: dict[str, int], captions: list[str], exclude: list[str], first_id: int = 40000) -> list[str]:
+    """Whole-word BPE tokens of 3-5 letters from the rare end of CLIP's vocabulary (where the study's `sks`
+    and `olis` are), minus every word of the pool's captions and the study's identifiers."""
+    used = {w for c in captions for w in c.split()} | set(exclude)
+    words = (t[:-4] for t, i in vocab.items() if i >= first_id and t.endswith("</w>"))
+    return sorted(w for w in words if w.isascii() and w.isalpha() and 3 <= len(w) <= 5 and w not in used)
+
+
+def identity_captions(pool: Pool, share: float, tokens: list[str], seed: int) -> tuple[list[str], int]:
+    """The pool's captions with `share` of its cut-out pictures named as the study names an instance:
+    `a photo of a cat on a grass field` -> `a photo of <tok> cat on a grass field`, <tok> a rare word fixed
+    per cut-out (a hash of its key). The model then learns that a word in front of a noun picks one
+    instance, and another word another, which the method's two identifiers rely on (docs/TOY.md).
+    Returns the captions and how many were renamed; deterministic in `seed`."""
+    pick = np.random.default_rng(seed).random(len(pool.captions)) < share
+    out, renamed = [], 0
+    for cap, cls, key, p in zip(pool.captions, pool.classes, pool.keys, pick):
+        named = f" of {article(cls)}"
+        if p and key and named in cap:
+            cap = cap.replace(named, f" of {tokens[zlib.crc32(key.encode()) % len(tokens)]} {cls}", 1)
+            renamed += 1
+        out.append(cap)
+    return out, renamed
 
 
 def gather(pairs_dir: Path) -> tuple[list[src.Cutout], dict]:

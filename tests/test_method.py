@@ -40,33 +40,12 @@ def _rerun_stage_two(root, edits: dict):
 
 
 def _swapped_identifiers(study) -> dict[str, float]:
-    """Mean over seeds of LPIPS(<S> prompt) - LPIPS(<V> prompt) to the instance photo for the instance
-    noun, and LPIPS(<V> prompt) - LPIPS(<S> prompt) to the scene photo for the scene noun, sampled from
-    the Stage II weights with the study's seeds: < 0 where each identifier binds its own photo. The
+    """Mean over the study's seeds of metrics.crossed's two deltas (`<S> cat` vs `<V> cat` to the instance,
+    `<V> grass field` vs `<S> grass field` to the scene): < 0 where each identifier binds its own photo. The
     identifiers are arbitrary tokens, so only this tells a swap apart from a correct run."""
-    import torch
-    from PIL import Image
+    from dreamsolo.metrics.crossed import crossed_identifiers
 
-    from dreamsolo.layout import model_dir, prepared_dir
-    from dreamsolo.metrics.lpips_metric import load_lpips
-    from dreamsolo.sampling import generate, load_for_sampling
-
-    pair, p, cfg = study.pair(PAIR), study.prompts, study.sample
-    inst, scene = study.class_noun(pair.instance_class), study.class_noun(pair.scene_class)
-    pipe = load_for_sampling(model_dir(study.root, PAIR, "train_instance"), torch.float32)
-    seeds = [cfg.seed + i for i in range(cfg.num_images)]
-    prompts = [f"a photo of {tok} {noun}" for noun in (inst, scene) for tok in (p.instance_token, p.scene_token)]
-    ims = generate(pipe, [q for q in prompts for _ in seeds], seeds * len(prompts), steps=cfg.steps,
-                   guidance_scale=cfg.guidance_scale, guidance_rescale=cfg.guidance_rescale,
-                   resolution=study.preset.resolution, batch_size=8)
-    refs = {k: Image.open(prepared_dir(study.root, PAIR) / f"{k}.png").convert("RGB") for k in ("instance", "scene")}
-    lp, n, size = load_lpips("alex", pretrained=True), len(seeds), ims[0].size
-
-    def dist(i: int, ref: str):
-        return lp.paired(ims[i * n:(i + 1) * n], [refs[ref]] * n, size)
-
-    return {"instance": float((dist(0, "instance") - dist(1, "instance")).mean()),
-            "scene": float((dist(3, "scene") - dist(2, "scene")).mean())}
+    return {k: sum(v) / len(v) for k, v in crossed_identifiers(study, PAIR).items()}
 
 
 @pytest.fixture(scope="module")

@@ -65,7 +65,7 @@ def study_identifiers() -> tuple[str, ...]:
     """params.yaml's identifiers (prompts.*_token), which no pool caption may use."""
     import yaml
 
-    prompts = yaml.safe_load(Path("params.yaml").read_text())["prompts"]
+    prompts = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["prompts"]
     return (prompts["instance_token"], prompts["scene_token"])
 
 
@@ -91,7 +91,7 @@ def main() -> None:
                     decoder_steps=a.decoder_steps, seconds=a.seconds, vae_share=a.vae_share,
                     decoder_share=a.decoder_share, head=a.head, init=str(a.init) if a.init else None,
                     freeze_text=a.freeze_text, identity_share=a.identity_share,
-                    identity_exclude=study_identifiers())
+                    identity_exclude=study_identifiers() if a.identity_share else ())
         info = pretrain_toy(a.out, ckpt, plan, pool)
         print(json.dumps({k: info[k] for k in ("vae", "unet", "decoder", "scaling_factor", "wall_s_this_run")}))
     elif a.what == "clip":

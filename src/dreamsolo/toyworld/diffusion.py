@@ -82,7 +82,7 @@ class Plan:
     # neighbourhood the method tests rely on cannot move; only the UNet learns the new pool
     freeze_text: bool = False
     # share of the cut-out pictures captioned `a photo of <rare word> <noun>`, the word fixed per cut-out
-    # (pool.identity_captions): what the study's identifiers are; 0 = the pool's captions as they are
+    # (pool.identity_captions), as the study names an instance; 0 = the pool's captions as they are
     identity_share: float = 0.0
     identity_exclude: tuple[str, ...] = ("sks", "olis")  # the study's identifiers: never a pool word
 

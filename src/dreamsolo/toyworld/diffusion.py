@@ -193,15 +193,18 @@ def train_text(text_encoder, head: CaptionHead, ids: torch.Tensor, target: torch
     return run_phase("text", ckpt, modules, plan.unet_lr, plan, plan.text_steps, None, step)
 
 
-def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, tokenizer, scheduler, lat: dict,
-               captions: list[str], scale: float, ckpt: Path, plan: Plan, restart: bool = False) -> dict:
+@torch.no_grad()
+def encode_captions(text_encoder, ids: torch.Tensor) -> torch.Tensor:
+    """A frozen encoder's output for each distinct caption, once (not every UNet step)."""
+    return torch.cat([text_encoder(chunk)[0] for chunk in ids.split(512)])
+
+
+def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, caps: tuple, frozen: torch.Tensor | None,
+               scheduler, lat: dict, scale: float, ckpt: Path, plan: Plan, restart: bool = False) -> dict:
     """Joint UNet + text-encoder denoising on the cached latents, with caption dropout, plus the caption
-    classification term (CaptionHead) on the captions that were not dropped."""
-    uniq, which, ids = caption_ids(tokenizer, captions)
-    frozen = None
-    if plan.freeze_text:  # a frozen encoder gives each caption one output: encode them once, not every step
-        with torch.no_grad():
-            frozen = torch.cat([text_encoder(chunk)[0] for chunk in ids.split(512)])
+    classification term (CaptionHead) on the captions that were not dropped. `caps` is caption_ids' result;
+    `frozen` the encoder's outputs per distinct caption when the encoder is frozen (encode_captions)."""
+    uniq, which, ids = caps
 
     def step(gen):
         idx = torch.randint(0, len(which), (plan.unet_batch,), generator=gen)
@@ -266,13 +269,15 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
         captions, renamed = identity_captions(pool, plan.identity_share, tokens, plan.seed)
         counts = counts | {"identity_captions": renamed, "identity_words": len(tokens)}
     noise = DDPMScheduler.from_config(DDIMScheduler(**SCHEDULER_TOY).config)  # as train_stage builds its own
-    uniq, _, ids = caption_ids(tokenizer, captions)
+    caps = caption_ids(tokenizer, captions)  # tokenised once for the text phase and every UNet cycle
+    uniq, _, ids = caps
     target = head_targets(uniq, captions, pool.classes, plan.head)
     torch.manual_seed(plan.seed + 1)  # the head's init, the same whether or not earlier phases resumed
     head = CaptionHead(TEXT["hidden_size"], int(target.max()) + 1)
     text_encoder.requires_grad_(not plan.freeze_text)
     text_state = None if plan.freeze_text else train_text(text_encoder, head, ids, target, ckpt, plan)
-    train = (unet, text_encoder, head, target, tokenizer, noise, lat, captions, scale, ckpt, plan)
+    frozen = encode_captions(text_encoder, ids) if plan.freeze_text else None
+    train = (unet, text_encoder, head, target, caps, frozen, noise, lat, scale, ckpt, plan)
     unet_state = train_unet(*train)
     if plan.unet_restart_steps:  # 5,000 steps were 1.8 passes over the pool; this adds more, exact on resume
         restart = train_unet(*train, restart=True)

@@ -54,6 +54,16 @@ def test_heldout_split_is_stable_and_a_tenth():
     assert [sources.heldout(k) for k in keys[:50]] == [sources.heldout(k) for k in keys[:50]]
 
 
+def test_study_objects_hold_out_at_least_five_cut_outs():
+    """A plain tenth left 1-2 held-out cut-outs of most study objects. Mutation: `least` ignored (a tenth
+    only) gives 3 of 25 and fails; no quarter cap gives 5 of 8 and fails."""
+    keys = [f"clipart:animals/cat_{i}.png" for i in range(1613)]
+    held = {n: sources.study_heldout(keys[:n]) for n in (8, 21, 25, 31, 1613)}
+    assert {n: len(h) for n, h in held.items()} == {8: 2, 21: 5, 25: 5, 31: 5, 1613: 162}
+    assert held[25] <= set(keys[:25]) and sources.study_heldout(keys[:25]) == held[25]  # its own keys, stable
+    assert sources.study_heldout(list(reversed(keys[:25]))) == held[25]  # by hash, not by order
+
+
 def test_study_photos_never_enter_the_pool():
     """A recoloured, mirrored copy of a study photo is dropped (the gift stamp is the gift photo in red);
     a different object is kept. Mutation: a limit of 1.0 keeps the copy and fails."""

@@ -82,13 +82,15 @@ def main() -> None:
     from dreamsolo.metrics.clip import load_clip
     from dreamsolo.metrics.dino import TOY_DINO, load_dino
     from dreamsolo.toyworld import validate as v
-    from dreamsolo.toyworld.pool import Pool
+    from dreamsolo.toyworld.pool import load_pool
 
-    pool = Pool.load(a.pool)
+    pool = load_pool(a.pool)
     rows, classes = v.heldout(pool)
     clip = {"trained": load_clip("toy-clip", str(a.out / "toy-clip.safetensors")), "random": load_clip("toy-clip", None)}
     dino = {"trained": load_dino(TOY_DINO, str(a.out / "toy-dino.safetensors")), "random": load_dino(TOY_DINO, False)}
-    report: dict = {"heldout": {"pictures": len(rows), "classes": len(classes)}}
+    cutouts = {c: len({pool.keys[r] for r in rows if pool.classes[r] == c and pool.keys[r]}) for c in v.STUDY_CLASSES}
+    report: dict = {"heldout": {"pictures": len(rows), "classes": len(classes), "split": pool.counts["heldout_split"],
+                                "study_cutouts": {c: n for c, n in cutouts.items() if n}}}  # the drawn ones aside
     report["clip_heldout"] = {k: v.clip_on_pool(ev, pool, rows, classes) for k, ev in clip.items()}
     report["dino_heldout"] = {k: v.retrieval(ev, pool, rows) for k, ev in dino.items()}
     samples, labels, how = class_samples(a.model, a.seeds)

@@ -1,8 +1,9 @@
 """The toy world's pretraining pool: captioned 64 px images composed from the cut-outs, seeded and cached.
 
 One pool trains the toy model and its evaluators. Each image has a caption, a class (the noun of its main
-object, or its place) and a held-out flag: 1 in 10 cut-outs (by a hash of its key) and 1 in 10 procedural
-images never reach the evaluators' training, so their validation runs on objects they have not seen.
+object, or its place) and a held-out flag: 1 in 10 cut-outs (by a hash of its key; at least 5 of each
+study object, `sources.study_heldout`) and 1 in 10 procedural images never reach the evaluators'
+training, so their validation runs on objects they have not seen.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dreamsolo.toyworld import sources as src
 
 MIX = {"object": 0.45, "place": 0.2, "other": 0.33, "photo": 0.02}  # what an image shows, by share of the pool
 STYLE_P = {"photo": 0.75, "night": 0.15, "watercolor": 0.10}
+SPLIT = "2: a tenth of the cut-outs by key hash, at least 5 per study object"  # recorded in the pool's counts
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Composer:
         self.rng = np.random.default_rng(seed)
         self.photos = photos
         self.by_class = {n: [c for c in cutouts if c.noun == n] for n in src.OBJECTS}
+        self.held = set().union(*(src.study_heldout([c.key for c in v]) for v in self.by_class.values()))
         others = [c for c in cutouts if c.noun not in src.OBJECTS]
         self.other_nouns = sorted({c.noun for c in others})
         self.by_noun = {n: [] for n in self.other_nouns}
@@ -92,7 +95,7 @@ class Composer:
             self.procedural += 1
             return (sc.gift_box(rng) if noun == "gift box" else sc.rocket(rng)), bool(rng.random() < 0.1), ""
         c = pool[int(rng.integers(0, len(pool)))]
-        return c.image, src.heldout(c.key), f"{c.source}:{c.key}"
+        return c.image, c.key in self.held, f"{c.source}:{c.key}"
 
     def compose(self, obj: Image.Image, noun: str, in_place: float, lo=0.55, hi=0.95) -> tuple[Image.Image, str]:
         rng, style = self.rng, self.style()
@@ -181,7 +184,7 @@ def build_pool(n: int, seed: int, pairs_dir: Path) -> Pool:
     counts |= {
         "images": n, "heldout_images": int(sum(out)), "procedural_objects": composer.procedural,
         "images_per_study_class": {c: per_class[c] for c in src.OBJECTS + sc.SCENES},
-        "distinct_captions": len(set(captions)),
+        "distinct_captions": len(set(captions)), "heldout_split": SPLIT,
     }
     return Pool(np.stack(images), captions, classes, np.array(out), keys, counts)
 
@@ -191,4 +194,14 @@ def cached_pool(path: Path, n: int, seed: int, pairs_dir: Path) -> Pool:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         build_pool(n, seed, pairs_dir).save(path)
-    return Pool.load(path)
+    return load_pool(path)
+
+
+def load_pool(path: Path) -> Pool:
+    """A built pool, refused when its held-out split is not this code's (the evaluators would then train
+    on pictures the validation holds out, or validate on ones they trained on)."""
+    pool = Pool.load(path)
+    if pool.counts.get("heldout_split") != SPLIT:
+        raise SystemExit(f"{path}: built with an older held-out split than this code's ({SPLIT}); "
+                         "delete it to rebuild (a few minutes)")
+    return pool

@@ -1,9 +1,10 @@
 """The toy world's shipped evaluators recognise what their training never saw (issue 24).
 
 `data/evaluators/heldout.npz` holds held-out pool pictures (40 per study class, 400 of the others; see
-tools/validate_toy.py): the pool's held-out tenth, which neither evaluator trained on. Each figure is
-checked against a floor that the same network with random weights does not reach (measured: toy CLIP
-study classes 0.75 vs random 0.09, pool classes 0.47 vs 0.05; toy DINO class 1-NN 0.41 vs 0.29).
+tools/validate_toy.py): the pool's held-out tenth (at least 5 cut-outs of each study object), which neither
+evaluator trained on. Each figure is checked against a floor that the same network with random weights does
+not reach (measured 2026-12-04: toy CLIP study classes 0.85 vs random 0.09, pool classes 0.50 vs 0.05; toy
+DINO class 1-NN 0.39 vs 0.28).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def test_toy_clip_names_held_out_pictures(heldout, weights, floor):
     on_study = zero_shot(clip, [images[i] for i in study], [labels[i] for i in study], list(STUDY_CLASSES))
     on_pool = zero_shot(clip, images, labels, sorted(set(labels)))
     assert on_study["chance"] == pytest.approx(1 / 11, abs=1e-3) and on_pool["classes"] > 100
-    assert (on_study["top1"] >= 0.6 and on_pool["top1"] >= 0.35) == floor, (on_study["per_class"], on_pool["top1"])
+    assert (on_study["top1"] >= 0.75 and on_pool["top1"] >= 0.42) == floor, (on_study["per_class"], on_pool["top1"])
 
 
 @pytest.mark.parametrize("weights, floor", [("toy-dino.safetensors", True), (False, False)])

@@ -3,7 +3,7 @@
     python tools/pretrain_toy.py pool  --pool build/toy/pool.npz                      # the captioned pool (cached)
     python tools/pretrain_toy.py model --pool build/toy/pool.npz --out data/base/toy \\
         --vae-steps 1500 --unet-steps 6000 --decoder-steps 400                         # exact (or --seconds N)
-    python tools/pretrain_toy.py clip  --pool build/toy/pool.npz --out data/evaluators/toy-clip.safetensors --steps 3000
+    python tools/pretrain_toy.py clip  --pool build/toy/pool.npz --out data/evaluators/toy-clip.safetensors --steps 6000 --threads 2
     python tools/pretrain_toy.py dino  --pool build/toy/pool.npz --out data/evaluators/toy-dino.safetensors --steps 2000
 
 Each command is deterministic from --seed, shows a progress bar and resumes from --ckpt (default

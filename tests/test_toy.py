@@ -104,6 +104,17 @@ def test_pool_round_trip(tmp_path):
     assert back.captions == pool.captions and back.keys == pool.keys and back.heldout.tolist() == [True, False, False]
 
 
+def test_a_pool_built_with_another_held_out_split_is_refused_in_one_line(tmp_path):
+    """The evaluators would otherwise train on pictures their validation holds out. Mutation: load_pool
+    without the check returns the stale pool and fails."""
+    images = np.zeros((1, 64, 64, 3), np.uint8)
+    P.Pool(images, ["a"], ["x"], np.array([0], bool), [""], {"images": 1}).save(tmp_path / "old.npz")
+    with pytest.raises(SystemExit, match=r"old\.npz: built with an older held-out split .* delete it to rebuild"):
+        P.load_pool(tmp_path / "old.npz")
+    P.Pool(images, ["a"], ["x"], np.array([0], bool), [""], {"heldout_split": P.SPLIT}).save(tmp_path / "new.npz")
+    assert P.load_pool(tmp_path / "new.npz").captions == ["a"]
+
+
 def test_identity_captions_name_each_cut_out_by_its_own_rare_word():
     vocab = {"cat</w>": 40001, "zorb</w>": 40002, "sks</w>": 48136, "qux</w>": 40003, "ab</w>": 40004,
              "kwee</w>": 100, "grass</w>": 40005, "plo": 40006}

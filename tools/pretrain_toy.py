@@ -46,11 +46,11 @@ def parse() -> argparse.Namespace:
     m.add_argument("--decoder-share", type=float, default=0.1)
     m.add_argument("--init", type=Path, help="a toy pipeline folder to continue (its VAE kept: no VAE or decoder phase)")
     m.add_argument("--head", choices=("caption", "noun"), default="caption",
-                   help="what the text encoder's classification term tells apart (noun: see docs/TOY.md, retrain 3)")
+                   help="what the text encoder's classification term tells apart (noun: see docs/TOY_BUILDS.md, retrain 3)")
     m.add_argument("--freeze-text", action="store_true",
-                   help="with --init: keep its text encoder as is (the identifiers' neighbourhood; docs/TOY.md)")
+                   help="with --init: keep its text encoder as is (the identifiers' neighbourhood; docs/TOY_BUILDS.md)")
     m.add_argument("--identity-share", type=float, default=0.0,
-                   help="share of cut-out pictures captioned `a photo of <rare word> <noun>` (docs/TOY.md, retrain 6)")
+                   help="share of cut-out pictures captioned `a photo of <rare word> <noun>` (docs/TOY_BUILDS.md, retrain 6)")
     for name in ("clip", "dino"):
         cmds[name].add_argument("--steps", type=int, required=True)
     a = ap.parse_args()

@@ -75,7 +75,7 @@ class Plan:
     uncond: float = 0.1  # caption dropout, so classifier-free guidance has an unconditional model
     save_every_s: float = 60.0
     # what CaptionHead classifies: the whole caption, or its noun (the pool's class). Retrain 3 (noun) lost its
-    # identifiers: `<V> cat` bound the instance as well as `<S> cat` (docs/TOY.md); caption stays the default
+    # identifiers: `<V> cat` bound the instance as well as `<S> cat` (docs/TOY_BUILDS.md); caption stays the default
     head: str = "caption"
     init: str | None = None  # a toy pipeline folder to continue from: its VAE kept as is (no VAE/decoder phase)
     # with `init`: its text encoder kept as is too (no text phase, no caption term), so the identifiers' token

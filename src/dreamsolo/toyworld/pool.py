@@ -139,7 +139,7 @@ def identity_captions(pool: Pool, share: float, tokens: list[str], seed: int) ->
     """The pool's captions with `share` of its cut-out pictures named as the study names an instance:
     `a photo of a cat on a grass field` -> `a photo of <tok> cat on a grass field`, <tok> a rare word fixed
     per cut-out (a hash of its key). The model then learns that a word in front of a noun picks one
-    instance, and another word another, which the method's two identifiers rely on (docs/TOY.md).
+    instance, and another word another, which the method's two identifiers rely on (docs/TOY_BUILDS.md).
     Returns the captions and how many were renamed; deterministic in `seed`."""
     pick = np.random.default_rng(seed).random(len(pool.captions)) < share
     out, renamed = [], 0

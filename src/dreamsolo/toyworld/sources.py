@@ -128,7 +128,7 @@ STUDY_HELDOUT = 5  # held-out cut-outs per study object, at least: its per-class
 def study_heldout(keys: list[str], fold: int = 10, least: int = STUDY_HELDOUT) -> set[str]:
     """The held-out cut-outs of one study object class: a tenth, but at least `least` (and at most a
     quarter), those of lowest hash. A plain tenth left 1-2 drawings of cup, horse, cat, gift box and rocket
-    held out, too few for a per-class figure to say anything about the class (docs/TOY.md)."""
+    held out, too few for a per-class figure to say anything about the class (docs/TOY_BUILDS.md)."""
     k = max(-(-len(keys) // fold), min(least, len(keys) // 4))
     return set(sorted(keys, key=_hash)[:k])
 

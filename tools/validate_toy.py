@@ -1,6 +1,8 @@
 """Validate the toy world's evaluators and base model on what their training never saw; write the record.
 
     python tools/validate_toy.py --pool build/toy/pool.npz --model data/base/toy --out data/evaluators
+    python tools/validate_toy.py --pool build/toy/pool.npz --model build/toy/M --out build/eval_M \
+        --grid build/eval_M/toy_classes.png         # a candidate model, judged by the shipped evaluators
 
 Writes <out>/validation.json (every figure beside its chance level and the same figure with random
 weights), <out>/heldout.npz (a seeded sample of the held-out pictures tests/test_evaluators.py re-scores) and the
@@ -69,11 +71,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=Path, required=True)
     ap.add_argument("--model", type=Path, default=ROOT / "data/base/toy")
-    ap.add_argument("--out", type=Path, default=ROOT / "data/evaluators")
+    ap.add_argument("--evaluators", type=Path, default=ROOT / "data/evaluators", help="toy-clip / toy-dino weights")
+    ap.add_argument("--out", type=Path, default=ROOT / "data/evaluators", help="validation.json and heldout.npz")
     ap.add_argument("--grid", type=Path, default=ROOT / "docs/img/toy_classes.png")
     ap.add_argument("--seeds", type=int, default=8, help="class-prompt samples per class (the study's priors: 8)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
+    for folder in (a.out, a.grid.parent):
+        folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("OMP_NUM_THREADS", str(a.threads))
     import numpy as np
     import torch
@@ -86,8 +91,8 @@ def main() -> None:
 
     pool = load_pool(a.pool)
     rows, classes = v.heldout(pool)
-    clip = {"trained": load_clip("toy-clip", str(a.out / "toy-clip.safetensors")), "random": load_clip("toy-clip", None)}
-    dino = {"trained": load_dino(TOY_DINO, str(a.out / "toy-dino.safetensors")), "random": load_dino(TOY_DINO, False)}
+    clip = {"trained": load_clip("toy-clip", str(a.evaluators / "toy-clip.safetensors")), "random": load_clip("toy-clip", None)}
+    dino = {"trained": load_dino(TOY_DINO, str(a.evaluators / "toy-dino.safetensors")), "random": load_dino(TOY_DINO, False)}
     cutouts = {c: len({pool.keys[r] for r in rows if pool.classes[r] == c and pool.keys[r]}) for c in v.STUDY_CLASSES}
     report: dict = {"heldout": {"pictures": len(rows), "classes": len(classes), "split": pool.counts["heldout_split"],
                                 "study_cutouts": {c: n for c, n in cutouts.items() if n}}}  # the drawn ones aside

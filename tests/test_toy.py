@@ -246,3 +246,29 @@ def test_pretrain_continues_a_toy_pipeline_with_its_vae_a_noun_head_or_its_text_
     assert any(not torch.equal(unet[0][k], unet3[k]) for k in unet[0])
     assert frozen["text"].startswith("kept from") and frozen["unet"]["steps"] == 2
     assert frozen["data"]["identity_captions"] == 6 and frozen["data"]["identity_words"] > 1000  # the keyed six
+
+
+def test_the_unet_phase_draws_only_the_classes_asked_for(tmp_path):
+    """--only-study: the UNet sees only some classes' pictures. Naming every class draws exactly as without
+    the option; naming one class trains another UNet; a class the pool lacks is refused in one line."""
+    from safetensors.torch import load_file
+
+    from dreamsolo.toyworld.diffusion import Plan, pretrain_toy, unet_rows
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(2)
+    classes = ["cat", "horse", "grass field", "cat"] * 2
+    pool = P.Pool(rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8), [f"a photo of a {c}" for c in classes],
+                  classes, np.zeros(8, bool), [""] * 8, {"images": 8})
+    small = dict(images=8, vae_batch=2, unet_batch=2, text_steps=2, text_batch=2)
+    pretrain_toy(tmp_path / "first", tmp_path / "ck0", Plan(vae_steps=2, unet_steps=2, decoder_steps=2, **small), pool)
+    unet = {}
+    for name, only in (("all", ()), ("named", ("cat", "horse", "grass field")), ("cat", ("cat",))):
+        plan = Plan(unet_steps=3, init=str(tmp_path / "first"), freeze_text=True, only=only, **small)
+        info = pretrain_toy(tmp_path / name, tmp_path / f"ck_{name}", plan, pool)
+        unet[name] = load_file(tmp_path / name / "unet" / "diffusion_pytorch_model.safetensors")
+    assert info["data"]["unet_rows"] == 4 and unet_rows(classes, ("cat",)).tolist() == [0, 3, 4, 7]
+    assert all(torch.equal(unet["all"][k], unet["named"][k]) for k in unet["all"])
+    assert any(not torch.equal(unet["all"][k], unet["cat"][k]) for k in unet["all"])
+    with pytest.raises(SystemExit, match="no picture of rocket in the pool"):
+        unet_rows(classes, ("cat", "rocket"))

@@ -51,6 +51,8 @@ def parse() -> argparse.Namespace:
                    help="with --init: keep its text encoder as is (the identifiers' neighbourhood; docs/TOY_BUILDS.md)")
     m.add_argument("--identity-share", type=float, default=0.0,
                    help="share of cut-out pictures captioned `a photo of <rare word> <noun>` (docs/TOY_BUILDS.md, retrain 6)")
+    m.add_argument("--only-study", action="store_true",
+                   help="the UNet phase on the 11 study classes' pictures only (a probe: docs/TOY_BUILDS.md)")
     for name in ("clip", "dino"):
         cmds[name].add_argument("--steps", type=int, required=True)
     a = ap.parse_args()
@@ -85,13 +87,15 @@ def main() -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
     if a.what == "model":
         from dreamsolo.toyworld.diffusion import Plan, pretrain_toy
+        from dreamsolo.toyworld.validate import STUDY_CLASSES
 
         plan = Plan(seed=a.seed, images=a.images, vae_steps=a.vae_steps, unet_steps=a.unet_steps,
                     unet_restart_steps=a.unet_restart_steps,
                     decoder_steps=a.decoder_steps, seconds=a.seconds, vae_share=a.vae_share,
                     decoder_share=a.decoder_share, head=a.head, init=str(a.init) if a.init else None,
                     freeze_text=a.freeze_text, identity_share=a.identity_share,
-                    identity_exclude=study_identifiers() if a.identity_share else ())
+                    identity_exclude=study_identifiers() if a.identity_share else (),
+                    only=tuple(STUDY_CLASSES) if a.only_study else ())
         info = pretrain_toy(a.out, ckpt, plan, pool)
         print(json.dumps({k: info[k] for k in ("vae", "unet", "decoder", "scaling_factor", "wall_s_this_run")}))
     elif a.what == "clip":

@@ -85,6 +85,9 @@ class Plan:
     # (pool.identity_captions), as the study names an instance; 0 = the pool's captions as they are
     identity_share: float = 0.0
     identity_exclude: tuple[str, ...] = ("sks", "olis")  # the study's identifiers: never a pool word
+    # the UNet phase sees only the pictures of these classes (empty: all): a probe of whether the UNet's size or
+    # the pool's breadth keeps the objects from being drawn (docs/TOY_BUILDS.md, probe)
+    only: tuple[str, ...] = ()
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -199,15 +202,27 @@ def encode_captions(text_encoder, ids: torch.Tensor) -> torch.Tensor:
     return torch.cat([text_encoder(chunk)[0] for chunk in ids.split(512)])
 
 
+def unet_rows(classes: list[str], only: tuple[str, ...]) -> torch.Tensor:
+    """The pool rows the UNet phase draws from: every row, or those of the classes in `only` (each must occur)."""
+    if not only:
+        return torch.arange(len(classes))
+    missing = sorted(set(only) - set(classes))
+    if missing:
+        raise SystemExit(f"--only: no picture of {', '.join(missing)} in the pool")
+    return torch.tensor([i for i, c in enumerate(classes) if c in set(only)])
+
+
 def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, caps: tuple, frozen: torch.Tensor | None,
-               scheduler, lat: dict, scale: float, ckpt: Path, plan: Plan, restart: bool = False) -> dict:
+               scheduler, lat: dict, scale: float, ckpt: Path, plan: Plan, rows: torch.Tensor,
+               restart: bool = False) -> dict:
     """Joint UNet + text-encoder denoising on the cached latents, with caption dropout, plus the caption
     classification term (CaptionHead) on the captions that were not dropped. `caps` is caption_ids' result;
-    `frozen` the encoder's outputs per distinct caption when the encoder is frozen (encode_captions)."""
+    `frozen` the encoder's outputs per distinct caption when the encoder is frozen (encode_captions); `rows`
+    the pool rows drawn from (unet_rows: all of them draws exactly as before it existed)."""
     uniq, which, ids = caps
 
     def step(gen):
-        idx = torch.randint(0, len(which), (plan.unet_batch,), generator=gen)
+        idx = rows[torch.randint(0, len(rows), (plan.unet_batch,), generator=gen)]
         cap = torch.where(torch.rand(len(idx), generator=gen) < plan.uncond, len(uniq) - 1, which[idx])
         z = (lat["mean"][idx] + lat["std"][idx] * torch.randn(lat["mean"][idx].shape, generator=gen)) * scale
         noise = torch.randn(z.shape, generator=gen)
@@ -277,7 +292,9 @@ def pretrain_toy(dest: Path, ckpt: Path, plan: Plan, pool: Pool) -> dict:
     text_encoder.requires_grad_(not plan.freeze_text)
     text_state = None if plan.freeze_text else train_text(text_encoder, head, ids, target, ckpt, plan)
     frozen = encode_captions(text_encoder, ids) if plan.freeze_text else None
-    train = (unet, text_encoder, head, target, caps, frozen, noise, lat, scale, ckpt, plan)
+    rows = unet_rows(pool.classes, plan.only)
+    counts = counts | ({"unet_rows": len(rows)} if plan.only else {})
+    train = (unet, text_encoder, head, target, caps, frozen, noise, lat, scale, ckpt, plan, rows)
     unet_state = train_unet(*train)
     if plan.unet_restart_steps:  # 5,000 steps were 1.8 passes over the pool; this adds more, exact on resume
         restart = train_unet(*train, restart=True)

@@ -285,3 +285,24 @@ def test_the_shipped_sweeps_are_valid():
 
     sweeps = load_sweeps(REPO, declared_params(REPO))
     assert "lr_steps" in sweeps and len(sweeps["lr_steps"].points) >= 4
+
+
+def test_a_sweep_whose_points_belong_to_another_commit_says_which(tmp_path):
+    """A commit made while a sweep runs moves HEAD off its points' baseline: `--report-only` then names the
+    commit the points were run on instead of saying that none ran."""
+    from dreamsolo.sweeps.report import no_points
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "base")
+    base = git("rev-parse", "HEAD")
+    for point in ("t-1a2b3c4d", "t-5e6f7a8b", "other-1a2b3c4d"):  # DVC's layout: refs/exps/<2>/<38>/<name>
+        git("update-ref", f"refs/exps/{base[:2]}/{base[2:]}/{point}", base)
+    assert no_points(tmp_path, "t") == "sweep t: no finished point yet (run `dreamsolo sweep t`)"  # they are HEAD's
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "docs")
+    msg = no_points(tmp_path, "t")
+    assert f"its points were run on another (2 on {base[:7]})" in msg and "--report-only" in msg
+    assert "\n" not in msg
+    assert no_points(tmp_path, "u") == "sweep u: no finished point yet (run `dreamsolo sweep u`)"

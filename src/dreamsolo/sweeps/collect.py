@@ -63,6 +63,18 @@ def experiment_revs(root: Path) -> dict[str, str]:
     return revs
 
 
+def queued_elsewhere(root: Path, name: str) -> dict[str, int]:
+    """Short commit -> how many points of sweep `name` have that commit, not HEAD, as their baseline (a commit
+    made while the sweep ran moves HEAD away from its points)."""
+    head = _git(root, "rev-parse", "HEAD").strip()
+    found: dict[str, int] = {}
+    for ref in _git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split():
+        parts = ref.split("/")
+        if len(parts) == 5 and parts[4].startswith(f"{name}-") and parts[2] + parts[3] != head:
+            found[(parts[2] + parts[3])[:7]] = found.get((parts[2] + parts[3])[:7], 0) + 1
+    return found
+
+
 def _show(root: Path, rev: str, path: str) -> str:
     return _git(root, "show", f"{rev}:{path}")
 

@@ -12,7 +12,7 @@ import pandas as pd
 from dreamsolo.files import atomic_dir
 from dreamsolo.params import read_yaml
 from dreamsolo.sweeps import curves
-from dreamsolo.sweeps.collect import METRICS, baseline_stale, collect, collect_samples
+from dreamsolo.sweeps.collect import METRICS, baseline_stale, collect, collect_samples, queued_elsewhere
 from dreamsolo.sweeps.spec import Sweep
 from dreamsolo.sweeps.summary import (best, by_category, category_block, directions, rule_text, study_wide,
                                       table_rows)
@@ -111,12 +111,23 @@ def _html(title: str, sections: list) -> str:
     return "\n".join(parts)
 
 
+def no_points(root: Path, name: str) -> str:
+    """Why there is nothing to report: no point run yet, or its points belong to another commit."""
+    elsewhere = queued_elsewhere(root, name)
+    if not elsewhere:
+        return f"sweep {name}: no finished point yet (run `dreamsolo sweep {name}`)"
+    where = ", ".join(f"{n} on {sha}" for sha, n in elsewhere.items())
+    return (f"sweep {name}: no finished point on this commit; its points were run on another ({where}): "
+            f"check that commit out with a clean tree and run `dreamsolo sweep {name} --report-only`, "
+            "or rerun the sweep here")
+
+
 def write_report(root: Path, sweep: Sweep, log: bool = True) -> Path:
     """Read the finished points from DVC, write the folder atomically, log it to MLflow."""
     stale = baseline_stale(root, sweep)  # then HEAD's committed numbers are not the baseline's: left out
     df, missing = collect(root, sweep, baseline=stale is None)
     if len(df[df["point"] != "baseline"]) == 0:
-        raise ValueError(f"sweep {sweep.name}: no finished point yet (run `dreamsolo sweep {sweep.name}`)")
+        raise ValueError(no_points(root, sweep.name))
     cats = by_category(df, sweep)
     chosen = best(df, cats, sweep)
     block = category_block(read_yaml(root / "params.yaml"), sweep, chosen["category"])

@@ -58,15 +58,16 @@ def main() -> None:
     for split, held in (("clip_trained_on", False), ("held_out", True)):
         rows, labels = [], []
         for c in classes:
+            prompt = v.class_prompt(c)
             mine = [i for i, cap in enumerate(pool.captions)
-                    if cap == v.class_prompt(c) and pool.classes[i] == c and bool(pool.heldout[i]) == held]
+                    if cap == prompt and pool.classes[i] == c and bool(pool.heldout[i]) == held]
             pick = rng.choice(mine, min(a.per_class, len(mine)), replace=False) if mine else []
             rows += list(pick)
             labels += [c] * len(pick)
         rows_a = np.array(rows)
         record[split] = {}
-        for how, images in (("as_drawn", v.pictures(pool, rows_a)),
-                            ("vae_round_trip", [im for k in range(0, len(rows_a), 64) for im in round_trip(rows_a[k:k + 64])])):
+        trip = [im for k in range(0, len(rows_a), 64) for im in round_trip(rows_a[k:k + 64])]
+        for how, images in (("as_drawn", v.pictures(pool, rows_a)), ("vae_round_trip", trip)):
             res = v.zero_shot(clip, images, labels, classes)
             record[split][how] = {"top1": res["top1"], "n": res["n"], "per_class": res["per_class"]}
     print(json.dumps(record, indent=1))

@@ -50,29 +50,30 @@ def _git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
 
 
-def experiment_revs(root: Path) -> dict[str, str]:
-    """name -> commit of the experiments of HEAD (DVC keeps each as refs/exps/<baseline sha>/<name>)."""
-    head = _git(root, "rev-parse", "HEAD").strip()
+def _experiments(root: Path) -> list[tuple[str, str, str]]:
+    """(baseline commit, name, commit) of every DVC experiment: DVC keeps each as refs/exps/<2>/<38>/<name>."""
     out = _git(root, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps")
-    revs = {}
+    found = []
     for line in out.splitlines():
         ref, sha = line.split()
         parts = ref.split("/")  # refs exps <2 chars> <38 chars> <name>
-        if len(parts) == 5 and parts[2] + parts[3] == head:
-            revs[parts[4]] = sha
-    return revs
+        if len(parts) == 5:
+            found.append((parts[2] + parts[3], parts[4], sha))
+    return found
+
+
+def experiment_revs(root: Path) -> dict[str, str]:
+    """name -> commit of the experiments of HEAD."""
+    head = _git(root, "rev-parse", "HEAD").strip()
+    return {name: sha for base, name, sha in _experiments(root) if base == head}
 
 
 def queued_elsewhere(root: Path, name: str) -> dict[str, int]:
     """Short commit -> how many points of sweep `name` have that commit, not HEAD, as their baseline (a commit
     made while the sweep ran moves HEAD away from its points)."""
     head = _git(root, "rev-parse", "HEAD").strip()
-    found: dict[str, int] = {}
-    for ref in _git(root, "for-each-ref", "--format=%(refname)", "refs/exps").split():
-        parts = ref.split("/")
-        if len(parts) == 5 and parts[4].startswith(f"{name}-") and parts[2] + parts[3] != head:
-            found[(parts[2] + parts[3])[:7]] = found.get((parts[2] + parts[3])[:7], 0) + 1
-    return found
+    bases = [base[:7] for base, point, _ in _experiments(root) if point.startswith(f"{name}-") and base != head]
+    return {base: bases.count(base) for base in dict.fromkeys(bases)}
 
 
 def _show(root: Path, rev: str, path: str) -> str:

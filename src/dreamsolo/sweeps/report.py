@@ -126,7 +126,7 @@ def write_report(root: Path, sweep: Sweep, log: bool = True) -> Path:
     """Read the finished points from DVC, write the folder atomically, log it to MLflow."""
     stale = baseline_stale(root, sweep)  # then HEAD's committed numbers are not the baseline's: left out
     df, missing = collect(root, sweep, baseline=stale is None)
-    if len(df[df["point"] != "baseline"]) == 0:
+    if df.empty or not (df["point"] != "baseline").any():  # empty: no baseline row either (a dirty work tree)
         raise ValueError(no_points(root, sweep.name))
     cats = by_category(df, sweep)
     chosen = best(df, cats, sweep)

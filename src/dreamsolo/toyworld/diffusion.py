@@ -209,7 +209,8 @@ def unet_rows(classes: list[str], only: tuple[str, ...]) -> torch.Tensor:
     missing = sorted(set(only) - set(classes))
     if missing:
         raise SystemExit(f"--only: no picture of {', '.join(missing)} in the pool")
-    return torch.tensor([i for i, c in enumerate(classes) if c in set(only)])
+    wanted = set(only)
+    return torch.tensor([i for i, c in enumerate(classes) if c in wanted])
 
 
 def train_unet(unet, text_encoder, head: CaptionHead, target: torch.Tensor, caps: tuple, frozen: torch.Tensor | None,
